@@ -1,0 +1,4 @@
+"""`python -m rnafm` (used by torchrun)."""
+from rnafm.cli.main import main
+
+main()
