@@ -1,0 +1,86 @@
+"""Configuration of the RNA-FM network."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["HeadModulation", "Implementation", "ModelConfig", "PoolingMode"]
+
+
+class Implementation(str, Enum):
+    """How the per-token gene ops (input MLPs and output heads) are computed."""
+
+    FAST = "fast"  # tokens bucketed by size, batched matmuls, one gather and one scatter
+    LOOP = "loop"  # plain Python loop over tokens (reference oracle, same parameters)
+
+
+class HeadModulation(str, Enum):
+    """Where the final adaLN modulation of the output heads comes from."""
+
+    TOKEN = "token"  # each token's head has its own modulation (as the published model)
+    SHARED = "shared"  # one modulation shared by all heads (fewer parameters)
+
+
+class PoolingMode(str, Enum):
+    """How cluster tokens are pooled into the image embedding."""
+
+    MEAN = "mean"  # mean over non-empty clusters
+    SIZE = "size"  # weighted by cluster size (number of tiles)
+
+
+class ModelConfig(BaseModel):
+    """Size and switches of the pathway-token flow-matching network."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    hidden: int = Field(128, ge=8, description="Width of token, time and image embeddings.")
+    depth: int = Field(4, ge=0, description="Number of DiT blocks over pathway tokens.")
+    heads: int = Field(4, ge=1, description="Attention heads in each DiT block.")
+    mlp_ratio: float = Field(4.0, gt=0, description="Hidden width of block MLPs / hidden.")
+    image_depth: int = Field(1, ge=0, description="Transformer layers over the K cluster tokens.")
+    image_heads: int = Field(4, ge=1, description="Attention heads of the image transformer.")
+    cond_dropout: float = Field(
+        0.1, ge=0.0, le=1.0, description="Per-sample probability of dropping the image condition."
+    )
+    time_scale: float = Field(
+        1000.0, gt=0, description="t in [0, 1] is multiplied by this before the sinusoids."
+    )
+    use_pathway_mask: bool = Field(
+        True, description="Mask token attention by the pathway graph (edge = shared genes)."
+    )
+    cross_attention: bool = Field(
+        False, description="Add cross-attention from pathway tokens to the cluster tokens."
+    )
+    cluster_size_weights: bool = Field(
+        False,
+        description="Use cluster sizes: log-size attention bias and size-weighted pooling.",
+    )
+    cluster_index_embedding: bool = Field(
+        False,
+        description="Add a learned embedding of the cluster index (as the paper; k-means "
+        "indices carry no order, so off by default).",
+    )
+    head_modulation: HeadModulation = Field(
+        HeadModulation.TOKEN, description="Final adaLN of the heads: per token or shared."
+    )
+    implementation: Implementation = Field(
+        Implementation.FAST, description="Per-token gene ops: bucketed batched (fast) or loop."
+    )
+    bucket_overhead: int = Field(
+        256,
+        ge=0,
+        description="Cost of one extra size bucket, in padded gene slots; larger values give "
+        "fewer, more padded buckets.",
+    )
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> ModelConfig:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if self.hidden % self.image_heads:
+            raise ValueError(
+                f"hidden ({self.hidden}) must be divisible by image_heads ({self.image_heads})"
+            )
+        return self
