@@ -8,7 +8,10 @@ to cope with what real slides throw at it:
   padding with size 0;
 - duplicate tiles (fewer distinct rows than K): clusters are the distinct rows, rest padded;
 - clusters that empty during the iterations are re-seeded on the tiles farthest from their
-  centre; any cluster still empty at the end is reported with size 0 and a zero mean.
+  centre; any cluster still empty at the end is reported with size 0 and a zero mean;
+- large slides: the centres are fitted on a seeded subsample of at most ``fit_tiles`` tiles
+  (k-means++ seeding on at most 20 K of them), then every tile is assigned to its nearest centre
+  and the means and sizes are computed over all tiles.
 
 Rows are sorted by decreasing size (ties by the first feature) so the output does not depend on
 the initialisation order beyond the partition itself.
@@ -43,6 +46,12 @@ class ClusterConfig(BaseModel):
     k: int = Field(100, ge=1, le=100_000, description="Number of k-means clusters per slide (K).")
     seed: int = Field(0, ge=0, description="Seed of the k-means initialisation.")
     max_iter: int = Field(100, ge=1, le=10_000, description="Maximum Lloyd iterations.")
+    fit_tiles: int | None = Field(
+        8192,
+        ge=1,
+        description="Fit the centres on at most this many tiles (seeded subsample), then assign "
+        "all tiles; None fits on all tiles.",
+    )
 
 
 @dataclass
@@ -87,7 +96,7 @@ def _weighted_means(
 
     k = fallback.shape[0]
     onehot = sparse.csr_matrix((w, (labels, np.arange(x.shape[0]))), shape=(k, x.shape[0]))
-    sums = np.asarray(onehot @ x.astype(np.float64))  # (K, D)
+    sums = np.asarray(onehot.astype(x.dtype) @ x)  # (K, D)
     out = fallback.copy()  # (K, D)
     nz = sizes > 0
     out[nz] = (sums[nz] / sizes[nz, None]).astype(out.dtype)
@@ -105,8 +114,45 @@ def _finish(means: np.ndarray, sizes: np.ndarray, k: int) -> SlideClusters:
     return SlideClusters(means=out_m, sizes=out_s)
 
 
+def _n_distinct_exceeds(x: np.ndarray, k: int) -> bool:
+    """True when ``x`` has more than ``k`` distinct rows (stops as soon as it knows)."""
+    seen: set[bytes] = set()
+    for row in x:
+        seen.add(row.tobytes())
+        if len(seen) > k:
+            return True
+    return False
+
+
+def _lloyd(
+    x: np.ndarray, centres: np.ndarray, *, max_iter: int, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd iterations from ``centres``; returns (centres (K, D), labels (N,))."""
+    k = centres.shape[0]
+    w = np.ones(x.shape[0])  # (N,)
+    x_sq = np.einsum("nd,nd->n", x, x)  # (N,)
+    labels = np.full(x.shape[0], -1, dtype=np.int64)  # (N,)
+    for _ in range(max_iter):
+        d = _sq_dists(x, centres, x_sq)  # (N, K)
+        new = d.argmin(axis=1)  # (N,)
+        sizes = np.bincount(new, minlength=k).astype(np.float64)  # (K,)
+        empty = np.flatnonzero(sizes == 0)
+        if empty.size:  # re-seed empty clusters on the points farthest from their centre
+            far = np.argsort(-d[np.arange(x.shape[0]), new], kind="stable")[: empty.size]
+            new[far] = empty[: far.size]
+            sizes = np.bincount(new, minlength=k).astype(np.float64)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        old = centres
+        centres = _weighted_means(x, labels, w, sizes, old)  # (K, D)
+        if float(((centres - old) ** 2).sum()) <= tol:
+            break
+    return centres, labels
+
+
 def cluster_features(
-    features: np.ndarray, *, k: int, seed: int, max_iter: int = 100
+    features: np.ndarray, *, k: int, seed: int, max_iter: int = 100, fit_tiles: int | None = 8192
 ) -> SlideClusters:
     """K-means cluster means of tile features.
 
@@ -117,52 +163,50 @@ def cluster_features(
     k
         Number of clusters K.
     seed
-        Seed of the k-means++ initialisation; same input and seed give the same output.
+        Seed of the k-means++ initialisation and of the tile subsample; same input and seed give
+        the same output.
     max_iter
-        Maximum number of Lloyd iterations (stops earlier when assignments no longer change).
+        Maximum number of Lloyd iterations (stops earlier when assignments no longer change or the
+        centres move less than 1e-4 of the data variance, as in scikit-learn).
+    fit_tiles
+        Fit the centres on at most this many tiles (a seeded random subsample), then assign every
+        tile to its nearest centre for the final means and sizes. None: fit on all tiles.
 
     Returns
     -------
     SlideClusters
-        ``means`` float32 (K, D) and ``sizes`` float32 (K,), padding rows have size 0 and mean 0.
+        ``means`` float32 (K, D) and ``sizes`` float32 (K,), rows sorted by decreasing size;
+        padding rows (fewer distinct tiles than K, or clusters left empty) have size 0 and mean 0.
     """
     x_in = np.asarray(features, dtype=np.float32)  # (N, D)
     if x_in.ndim != 2 or x_in.shape[0] == 0:
         raise ValueError(f"features must be a non-empty (N, D) array, got shape {x_in.shape}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    # Work on distinct rows with multiplicities: handles duplicates and N <= K exactly.
-    uniq, counts = np.unique(x_in, axis=0, return_counts=True)  # (U, D), (U,)
-    w = counts.astype(np.float64)  # (U,)
-    if uniq.shape[0] <= k:
+    if not _n_distinct_exceeds(x_in, k):  # every distinct tile is its own cluster
+        uniq, counts = np.unique(x_in, axis=0, return_counts=True)  # (U, D), (U,)
         return _finish(uniq, counts.astype(np.float32), k)
 
-    x = uniq - uniq.mean(axis=0, keepdims=True)  # (U, D) float32, centred for stable distances
-    x_sq = np.einsum("nd,nd->n", x, x)  # (U,)
-    tol = 1e-4 * float(np.mean(np.var(x, axis=0)))  # as in sklearn: relative to the data variance
+    mu = x_in.mean(axis=0, keepdims=True)  # (1, D)
+    x = x_in - mu  # (N, D) centred for stable distances
+    n = x.shape[0]
     rng = np.random.default_rng(seed)
-    centres = x[_kmeans_pp(x, x_sq, k, rng)].copy()  # (K, D)
-    labels = np.full(x.shape[0], -1, dtype=np.int64)  # (U,)
-    for _ in range(max_iter):
-        d = _sq_dists(x, centres, x_sq)  # (U, K)
-        new = d.argmin(axis=1)  # (U,)
-        sizes = np.bincount(new, weights=w, minlength=k)  # (K,)
-        empty = np.flatnonzero(sizes == 0)
-        if empty.size:  # re-seed empty clusters on the points farthest from their centre
-            far = np.argsort(-d[np.arange(x.shape[0]), new], kind="stable")[: empty.size]
-            new[far] = empty
-            sizes = np.bincount(new, weights=w, minlength=k)
-        if np.array_equal(new, labels):
-            break
-        labels = new
-        old = centres
-        centres = _weighted_means(x, labels, w, sizes, old)  # (K, D)
-        if float(((centres - old) ** 2).sum()) <= tol:
-            break
-    sizes = np.bincount(labels, weights=w, minlength=k)  # (K,)
+    fit = x
+    if fit_tiles is not None and n > max(fit_tiles, k):
+        fit = x[np.sort(rng.choice(n, size=max(fit_tiles, k), replace=False))]  # (F, D)
+    tol = 1e-4 * float(np.mean(np.var(fit, axis=0)))
+    seed_pool = fit
+    if fit.shape[0] > 20 * k:  # k-means++ seeding on a subsample keeps it O(20 k^2 D)
+        seed_pool = fit[np.sort(rng.choice(fit.shape[0], size=20 * k, replace=False))]
+    pool_sq = np.einsum("nd,nd->n", seed_pool, seed_pool)  # (P,)
+    centres = seed_pool[_kmeans_pp(seed_pool, pool_sq, k, rng)].copy()  # (K, D)
+    centres, labels = _lloyd(fit, centres, max_iter=max_iter, tol=tol)
+    if fit is not x:  # final assignment of every tile
+        labels = _sq_dists(x, centres, np.einsum("nd,nd->n", x, x)).argmin(axis=1)  # (N,)
+    sizes = np.bincount(labels, minlength=k).astype(np.float64)  # (K,)
+    centres = _weighted_means(x, labels, np.ones(n), sizes, centres)  # (K, D)
     keep = sizes > 0
-    centres = _weighted_means(x, labels, w, sizes, centres)  # (K, D)
-    means = (centres[keep] + uniq.mean(axis=0, keepdims=True)).astype(np.float32)  # (K', D)
+    means = (centres[keep] + mu).astype(np.float32)  # (K', D)
     return _finish(means, sizes[keep].astype(np.float32), k)
 
 
@@ -170,7 +214,10 @@ def _cache_file(path: Path, config: ClusterConfig) -> Path:
     from rnafm._io import file_digest
 
     digest = file_digest(path)[:16]
-    name = f"{path.name}.k{config.k}.s{config.seed}.i{config.max_iter}.{digest}.v{_CACHE_VERSION}.npz"
+    name = (
+        f"{path.name}.k{config.k}.s{config.seed}.i{config.max_iter}.f{config.fit_tiles}"
+        f".{digest}.v{_CACHE_VERSION}.npz"
+    )
     return path.parent / CACHE_DIR / name
 
 
@@ -246,7 +293,11 @@ def load_clusters(
         return _fit_precomputed(sf.features, config.k)
     try:
         clusters = cluster_features(
-            sf.features, k=config.k, seed=config.seed, max_iter=config.max_iter
+            sf.features,
+            k=config.k,
+            seed=config.seed,
+            max_iter=config.max_iter,
+            fit_tiles=config.fit_tiles,
         )
     except ValueError as e:
         raise InputError(f"{p}: cannot cluster the tile features ({e}).") from e

@@ -143,6 +143,12 @@ def read_features(path: str | os.PathLike[str]) -> SlideFeatures:
                         f"{list(_TILE_DATASETS) + [_CLUSTER_DATASET]}). Is this a tile-feature file? "
                         "Create one with `rnafm extract`."
                     )
+                # TRIDENT keeps patch attributes on the datasets; the file's own attrs win
+                ds_attrs: dict[str, Any] = {}
+                for ds in ("coords", name):
+                    if ds in keys:
+                        ds_attrs.update({str(k): _to_python(v) for k, v in f[ds].attrs.items()})
+                attrs = {**ds_attrs, **attrs}
                 layout = FeatureLayout.TRIDENT if attrs else FeatureLayout.CLAM
                 if "coords" in keys:
                     coords = np.asarray(f["coords"][()])
@@ -157,7 +163,9 @@ def read_features(path: str | os.PathLike[str]) -> SlideFeatures:
 
     feats = _squeeze_batch(feats, 2, name=name, path=p)
     if feats.shape[0] == 0:
-        raise InputError(f"{p}: dataset {name!r} has no rows (no tissue tiles). Re-tile this slide.")
+        raise InputError(
+            f"{p}: dataset {name!r} has no rows (no tissue tiles). Re-tile this slide."
+        )
     if not np.issubdtype(feats.dtype, np.number):
         raise InputError(f"{p}: dataset {name!r} is not numeric ({feats.dtype}).")
     feats = feats.astype(np.float32, copy=False)
@@ -248,7 +256,9 @@ def find_feature_files(folder: str | os.PathLike[str]) -> dict[str, Path]:
         sid = slide_id_from_path(p)
         if sid in found:
             if found[sid] != p:
-                logger.warning("slide %s has two feature files; using %s, ignoring %s", sid, found[sid], p)
+                logger.warning(
+                    "slide %s has two feature files; using %s, ignoring %s", sid, found[sid], p
+                )
             return
         found[sid] = p
 

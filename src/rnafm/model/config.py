@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["HeadModulation", "Implementation", "ModelConfig", "PoolingMode"]
+__all__ = ["MODEL_PRESETS", "HeadModulation", "Implementation", "ModelConfig", "model_preset"]
 
 
 class Implementation(str, Enum):
@@ -21,13 +22,6 @@ class HeadModulation(str, Enum):
 
     TOKEN = "token"  # each token's head has its own modulation (as the published model)
     SHARED = "shared"  # one modulation shared by all heads (fewer parameters)
-
-
-class PoolingMode(str, Enum):
-    """How cluster tokens are pooled into the image embedding."""
-
-    MEAN = "mean"  # mean over non-empty clusters
-    SIZE = "size"  # weighted by cluster size (number of tiles)
 
 
 class ModelConfig(BaseModel):
@@ -84,3 +78,32 @@ class ModelConfig(BaseModel):
                 f"hidden ({self.hidden}) must be divisible by image_heads ({self.image_heads})"
             )
         return self
+
+
+def _tiny() -> ModelConfig:
+    return ModelConfig(hidden=64, depth=2, heads=4, image_heads=4)
+
+
+def _small() -> ModelConfig:
+    return ModelConfig(hidden=128, depth=4, heads=4, image_heads=4)
+
+
+def _paper() -> ModelConfig:
+    return ModelConfig(hidden=256, depth=7, heads=8, image_heads=8)
+
+
+MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    "tiny": _tiny,
+    "small": _small,  # the ModelConfig defaults
+    "paper": _paper,  # the published size (depth 7, hidden 256, 8 heads)
+}
+
+
+def model_preset(name: str) -> ModelConfig:
+    """A named model size (see ``MODEL_PRESETS``); raise ValueError for unknown names."""
+    try:
+        return MODEL_PRESETS[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown model preset {name!r}; choose from {sorted(MODEL_PRESETS)}"
+        ) from None

@@ -1,0 +1,238 @@
+"""Speed of the RNA-FM network: one training step and guided sampling, printed as one JSON line.
+
+Paper scale (the published model on a 2-core machine: 13.6 s per training step, 3.5 s per
+slide sampling with 20 Euler steps, guidance 2, batch 32)::
+
+    python benchmarks/model_speed.py --genes ../shared/paper_scale/genes_20820.txt \
+        --gmt ../shared/paper_scale/go_mf_panther_380.gmt.gz --implementation fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rnafm.flow import SamplerConfig, Solver, flow_matching_loss, sample
+from rnafm.model import (
+    HeadModulation,
+    Implementation,
+    ModelConfig,
+    Precision,
+    autocast,
+    build_model,
+)
+
+log = logging.getLogger("model_speed")
+
+
+@dataclass
+class BenchTokens:
+    """Duck-typed PathwayTokens built here so the benchmark does not depend on token selection."""
+
+    genes: list[str]
+    names: list[str]
+    members: list[np.ndarray]
+    is_background: np.ndarray
+
+    def adjacency(self) -> np.ndarray:
+        t, g = len(self.members), len(self.genes)
+        inc = np.zeros((t, g), dtype=np.float32)
+        for i, m in enumerate(self.members):
+            inc[i, m] = 1.0
+        adj = (inc @ inc.T) > 0
+        np.fill_diagonal(adj, True)
+        return adj
+
+
+def read_genes(spec: str) -> list[str]:
+    if spec.isdigit():
+        return [f"GENE{i}" for i in range(int(spec))]
+    return [g for g in Path(spec).read_text().split() if g]
+
+
+def read_gmt(path: Path) -> dict[str, list[str]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    sets = {}
+    with opener(path, "rt") as fh:
+        for line in fh:
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) > 2:
+                sets[fields[0]] = fields[2:]
+    return sets
+
+
+def build_tokens(genes: list[str], sets: dict[str, list[str]], chunk: int) -> BenchTokens:
+    """One token per set (genes intersected), uncovered genes in background chunks <= chunk."""
+    pos = {g: i for i, g in enumerate(genes)}
+    names, members = [], []
+    for name, sym in sets.items():
+        idx = np.unique([pos[s] for s in sym if s in pos]).astype(np.int64)
+        if len(idx):
+            names.append(name)
+            members.append(idx)
+    covered = np.zeros(len(genes), dtype=bool)
+    for m in members:
+        covered[m] = True
+    rest = np.flatnonzero(~covered)
+    n_bg = int(np.ceil(len(rest) / chunk)) if len(rest) else 0
+    for i, part in enumerate(np.array_split(rest, n_bg) if n_bg else []):
+        names.append(f"background_{i}")
+        members.append(part.astype(np.int64))
+    is_bg = np.array([n.startswith("background_") for n in names])
+    return BenchTokens(genes, names, members, is_bg)
+
+
+def random_sets(genes: list[str], n: int, size: int, seed: int) -> dict[str, list[str]]:
+    rng = np.random.default_rng(seed)
+    sizes = np.clip(rng.lognormal(np.log(size), 0.8, n).astype(int), 2, len(genes))
+    return {f"P{i}": list(rng.choice(genes, s, replace=False)) for i, s in enumerate(sizes)}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--genes", default="20820", help="gene count or a file of gene symbols")
+    p.add_argument("--gmt", type=Path, help="GMT(.gz) of pathways")
+    p.add_argument("--random-pathways", type=int, default=380, help="random layout when no GMT")
+    p.add_argument("--pathway-size", type=int, default=150, help="median random pathway size")
+    p.add_argument("--background-chunk", type=int, default=512)
+    p.add_argument("--depth", type=int, default=7)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--mlp-ratio", type=float, default=4.0)
+    p.add_argument("--feature-dim", type=int, default=1024)
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--solver", choices=[s.value for s in Solver], default="euler")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--implementation", choices=[i.value for i in Implementation], default="fast")
+    p.add_argument("--head-modulation", choices=[h.value for h in HeadModulation], default="token")
+    p.add_argument("--bucket-overhead", type=int, default=256)
+    p.add_argument("--cross-attention", action="store_true")
+    p.add_argument("--no-pathway-mask", action="store_true")
+    p.add_argument("--precision", choices=[p.value for p in Precision], default="fp32")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--train-steps", type=int, default=3, help="timed steps (after 1 warm-up)")
+    p.add_argument("--sample-reps", type=int, default=2, help="timed sampling runs")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    genes = read_genes(args.genes)
+    sets = (
+        read_gmt(args.gmt)
+        if args.gmt
+        else random_sets(genes, args.random_pathways, args.pathway_size, args.seed)
+    )
+    tokens = build_tokens(genes, sets, args.background_chunk)
+    config = ModelConfig(
+        hidden=args.hidden,
+        depth=args.depth,
+        heads=args.heads,
+        image_heads=args.heads,
+        mlp_ratio=args.mlp_ratio,
+        implementation=args.implementation,
+        head_modulation=args.head_modulation,
+        bucket_overhead=args.bucket_overhead,
+        cross_attention=args.cross_attention,
+        use_pathway_mask=not args.no_pathway_mask,
+    )
+    t0 = time.perf_counter()
+    model = build_model(tokens, feature_dim=args.feature_dim, n_clusters=args.k, config=config)
+    model.to(device)
+    build_s = time.perf_counter() - t0
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    b, g = args.batch, len(genes)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    clusters = torch.randn(b, args.k, args.feature_dim, device=device)  # (B, K, D)
+    sizes = torch.randint(0, 50, (b, args.k), device=device).float()  # (B, K)
+    x1 = torch.randn(b, g, device=device)  # (B, G)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step_times = []
+    model.train()
+    for i in range(args.train_steps + 1):
+        sync()
+        t0 = time.perf_counter()
+        with autocast(device, args.precision):
+            drop = model.draw_dropout(b, generator=gen)
+            cond = model.encode_condition(clusters, sizes, drop=drop)
+            loss = flow_matching_loss(model, x1, cond, generator=gen)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        if i:
+            step_times.append(time.perf_counter() - t0)
+        log.info("train step %d: %.3f s", i, time.perf_counter() - t0)
+
+    sampler = SamplerConfig(solver=args.solver, steps=args.steps, guidance=args.guidance)
+    sample_times = []
+    model.eval()
+    for _ in range(args.sample_reps):
+        sync()
+        t0 = time.perf_counter()
+        with torch.no_grad(), autocast(device, args.precision):
+            cond = model.encode_condition(clusters, sizes)  # once per slide
+            null = model.null_condition(b)
+            out = sample(model, cond, null, n_genes=g, config=sampler, generator=gen)
+        sync()
+        sample_times.append(time.perf_counter() - t0)
+        assert torch.isfinite(out).all()
+
+    counts = model.parameter_counts()
+    result = {
+        "implementation": args.implementation,
+        "genes": g,
+        "tokens": len(tokens.members),
+        "buckets": len(model.layout.buckets),
+        "depth": args.depth,
+        "hidden": args.hidden,
+        "heads": args.heads,
+        "feature_dim": args.feature_dim,
+        "k": args.k,
+        "batch": b,
+        "solver": args.solver,
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "head_modulation": args.head_modulation,
+        "precision": args.precision,
+        "threads": args.threads,
+        "device": str(device),
+        "parameters": counts["total"],
+        "parameters_effective": counts["effective"],
+        "build_s": round(build_s, 3),
+        "train_step_s": round(statistics.median(step_times), 3),
+        "train_step_all_s": [round(s, 3) for s in step_times],
+        "sample_batch_s": round(statistics.median(sample_times), 3),
+        "sample_per_slide_s": round(statistics.median(sample_times) / b, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    if device.type == "cuda":
+        result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    main()

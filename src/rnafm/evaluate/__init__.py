@@ -1,0 +1,45 @@
+"""Honest evaluation: patient-level CV, baselines, metrics, significance and calibration.
+
+Public names are imported lazily (no work at ``import rnafm.evaluate``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "CVConfig",
+    "Fold",
+    "ModelName",
+    "build_regressor",
+    "cross_validate",
+    "evaluate_predictions",
+    "load_folds",
+    "make_folds",
+    "read_predictions",
+    "save_folds",
+]
+
+_WHERE = {
+    "CVConfig": "cv",
+    "cross_validate": "cv",
+    "evaluate_predictions": "evaluation",
+    "Fold": "splits",
+    "load_folds": "splits",
+    "make_folds": "splits",
+    "save_folds": "splits",
+    "ModelName": "baselines",
+    "build_regressor": "baselines",
+    "read_predictions": "predictions_io",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"rnafm.evaluate.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'rnafm.evaluate' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

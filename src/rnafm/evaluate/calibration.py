@@ -1,0 +1,185 @@
+"""Uncertainty metrics: interval coverage, CRPS, std-error rank correlation, reliability, conformal.
+
+Predictive distributions come either as draws (n, S, G) or as a Gaussian with the predicted mean
+and std (n, G). Intervals are central: level l spans the (1 - l)/2 and (1 + l)/2 quantiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "LEVELS",
+    "gaussian_interval",
+    "draws_interval",
+    "coverage",
+    "crps_gaussian",
+    "crps_draws",
+    "std_error_spearman",
+    "reliability_curve",
+    "conformal_quantiles",
+    "conformal_interval",
+    "uncertainty_metrics",
+]
+
+LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
+RELIABILITY_LEVELS: tuple[float, ...] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
+
+
+def gaussian_interval(mean, std, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central interval of N(mean, std^2) at ``level``: mean -/+ z_{(1+l)/2} std."""
+    z = stats.norm.ppf(0.5 + level / 2)
+    mean, std = np.asarray(mean), np.asarray(std)
+    return mean - z * std, mean + z * std
+
+
+def draws_interval(draws, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central interval from empirical quantiles of draws (n, S, G) along the draw axis."""
+    lo, hi = np.quantile(np.asarray(draws), [0.5 - level / 2, 0.5 + level / 2], axis=1)
+    return lo, hi  # (n, G) each
+
+
+def coverage(y, lower, upper) -> float:
+    """Fraction of observations inside [lower, upper]."""
+    y = np.asarray(y)
+    return float(((y >= lower) & (y <= upper)).mean())
+
+
+def crps_gaussian(y, mean, std) -> np.ndarray:
+    """Closed-form CRPS of N(mean, std^2) at y (Gneiting & Raftery 2007), elementwise."""
+    y, mean, std = (np.asarray(a, dtype=np.float64) for a in (y, mean, std))
+    std = np.maximum(std, 1e-12)
+    z = (y - mean) / std
+    return std * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / np.sqrt(np.pi))
+
+
+def crps_draws(y, draws) -> np.ndarray:
+    """CRPS of the empirical distribution of draws at y: E|X - y| - E|X - X'| / 2.
+
+    Parameters
+    ----------
+    y : array (n, G)
+    draws : array (n, S, G)
+
+    Returns
+    -------
+    np.ndarray
+        (n, G). Computed in O(S log S) from sorted draws:
+        sum_ij |x_i - x_j| = 2 sum_i (2i - S - 1) x_(i).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    x = np.sort(np.asarray(draws, dtype=np.float64), axis=1)  # (n, S, G)
+    s = x.shape[1]
+    term1 = np.abs(x - y[:, None, :]).mean(1)  # (n, G)
+    w = (2 * np.arange(1, s + 1) - s - 1).astype(np.float64)  # (S,)
+    term2 = np.einsum("s,nsg->ng", w, x) / s**2  # (n, G) = E|X - X'| / 2
+    return term1 - term2
+
+
+def std_error_spearman(y, mean, std) -> dict[str, float | None]:
+    """Spearman correlation between the predicted std and the absolute error.
+
+    Returns the correlation pooled over all (sample, gene) pairs, and the mean over genes of
+    the per-gene correlation (within a gene, across samples).
+    """
+    from rnafm.evaluate.metrics import spearman
+
+    err = np.abs(np.asarray(y, dtype=np.float64) - mean)
+    std = np.asarray(std, dtype=np.float64)
+    pooled = np.nan
+    if err.size > 2 and np.ptp(std) > 0 and np.ptp(err) > 0:  # undefined for a constant std
+        pooled = stats.spearmanr(std.ravel(), err.ravel()).statistic
+    per_gene, _ = spearman(std, err)
+    return {
+        "pooled": float(pooled) if np.isfinite(pooled) else None,
+        "mean_per_gene": float(np.nanmean(per_gene)) if np.isfinite(per_gene).any() else None,
+    }
+
+
+def _interval(mean, std, draws, level):
+    if draws is not None:
+        return draws_interval(draws, level)
+    return gaussian_interval(mean, std, level)
+
+
+def reliability_curve(
+    y, *, mean=None, std=None, draws=None, levels: Sequence[float] = RELIABILITY_LEVELS
+) -> dict[str, list[float]]:
+    """Observed coverage of central intervals against their nominal level (a perfectly
+    calibrated model lies on the diagonal)."""
+    observed = [coverage(y, *_interval(mean, std, draws, lv)) for lv in levels]
+    return {"nominal": [float(v) for v in levels], "observed": observed}
+
+
+def conformal_quantiles(y_val, mean_val, std_val, levels: Sequence[float] = LEVELS) -> np.ndarray:
+    """Split-conformal multipliers of the std, one per level, from a validation split.
+
+    The nonconformity score is |y - mean| / std pooled over samples and genes; the multiplier
+    for level l is its ceil((m + 1) l)-th smallest value (m scores), so intervals
+    mean -/+ q std cover at least l of exchangeable new data.
+    """
+    score = (np.abs(np.asarray(y_val) - mean_val) / np.maximum(std_val, 1e-12)).ravel()
+    score = np.sort(score[np.isfinite(score)])
+    m = len(score)
+    out = []
+    for lv in levels:
+        k = int(np.ceil((m + 1) * lv))
+        out.append(float(score[min(k, m) - 1]) if m else np.nan)
+    return np.asarray(out)
+
+
+def conformal_interval(mean, std, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """Interval mean -/+ q std from a conformal multiplier q."""
+    return mean - q * std, mean + q * std
+
+
+def uncertainty_metrics(
+    y,
+    *,
+    mean,
+    std=None,
+    draws=None,
+    levels: Sequence[float] = LEVELS,
+    conformal_q: np.ndarray | None = None,
+) -> dict | None:
+    """All uncertainty metrics of one set of predictions; None when there is no uncertainty.
+
+    Parameters
+    ----------
+    y, mean, std : arrays (n, G)
+    draws : array (n, S, G), optional
+        When given, intervals and CRPS come from the draws; else from a Gaussian with ``std``.
+    conformal_q : array (n, len(levels)), optional
+        Per-sample conformal multipliers (e.g. one row per fold's calibration, repeated for
+        its test samples); adds ``coverage_conformal``.
+    """
+    if std is None and draws is None:
+        return None
+    y = np.asarray(y, dtype=np.float64)
+    if std is None:
+        std = np.asarray(draws).std(1)
+    source = "draws" if draws is not None else "gaussian"
+    out: dict = {"interval_source": source}
+    out["coverage"] = {f"{lv:g}": coverage(y, *_interval(mean, std, draws, lv)) for lv in levels}
+    out["mean_interval_width"] = {
+        f"{lv:g}": float(np.mean(np.subtract(*_interval(mean, std, draws, lv)[::-1])))
+        for lv in levels
+    }
+    crps = crps_draws(y, draws) if draws is not None else crps_gaussian(y, mean, std)
+    out["crps"] = float(np.mean(crps))
+    out["crps_source"] = source
+    out["crps_gaussian"] = float(np.mean(crps_gaussian(y, mean, std)))
+    out["mean_std"] = float(np.mean(std))
+    out["std_abs_error_spearman"] = std_error_spearman(y, mean, std)
+    out["reliability"] = reliability_curve(y, mean=mean, std=std, draws=draws)
+    if conformal_q is not None:
+        q = np.asarray(conformal_q, dtype=np.float64)  # (n, L)
+        cov = {}
+        for j, lv in enumerate(levels):
+            lo, hi = conformal_interval(mean, std, q[:, j : j + 1])
+            cov[f"{lv:g}"] = coverage(y, lo, hi)
+        out["coverage_conformal"] = cov
+    return out

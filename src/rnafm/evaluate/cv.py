@@ -1,0 +1,323 @@
+"""``rnafm cv``: patient-level cross-validation of any registered model on identical folds.
+
+Layout of ``out``::
+
+    folds.json                      the folds (reusable with --folds-file)
+    <model>/fold_<i>/               the fold's model (a run directory for rnafm), its history
+    <model>/fold_<i>/fold.npz       test-fold predictions, validation correlations (resume cache)
+    <model>/oof_predictions.h5ad    out-of-fold predictions for every slide (obs['fold'])
+    <model>/oof_draws.h5            posterior draws, when the model has them
+    <model>/metrics.json, per_gene.csv[, per_pathway.csv]
+    summary.json, summary.csv       one row per model
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from rnafm._io import atomic_path, write_json
+from rnafm.errors import InputError
+from rnafm.evaluate.baselines import ModelName, build_regressor
+from rnafm.evaluate.calibration import LEVELS, conformal_quantiles
+from rnafm.evaluate.evaluation import evaluate_predictions
+from rnafm.evaluate.metrics import pearson
+from rnafm.evaluate.predictions_io import PredictionFile, write_draws, write_predictions
+from rnafm.evaluate.splits import (
+    Fold,
+    Stratify,
+    check_folds,
+    fold_indices,
+    folds_digest,
+    make_folds,
+    save_folds,
+)
+
+if TYPE_CHECKING:
+    from rnafm.cohort.dataset import CohortData
+
+__all__ = ["CVConfig", "CVResult", "cross_validate"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_DRAWS_BYTES = 1 << 30
+
+
+class CVConfig(BaseModel):
+    """Cross-validation protocol."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_folds: int = Field(5, ge=2, description="Number of patient-level folds.")
+    val_fraction: float = Field(
+        0.15,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of each training fold's patients held out "
+        "for early stopping, gene ranking and conformal calibration.",
+    )
+    stratify: Stratify = Field(Stratify.NONE, description="Stratify folds by this column.")
+    seed: int = Field(0, ge=0, description="Seed of the folds and of model training.")
+    random_baseline: bool = Field(
+        True,
+        description="Also predict with a random-init model of the same architecture "
+        "(SEQUOIA's well-predicted test), for neural models.",
+    )
+
+
+@dataclass
+class CVResult:
+    """What ``cross_validate`` wrote."""
+
+    out: Path
+    folds: list[Fold]
+    predictions: dict[str, Path]
+    metrics: dict[str, dict]
+
+
+def _fold_key(fold: Fold, model: str, options: Mapping[str, Any] | None, seed: int) -> str:
+    text = json.dumps([fold.to_dict(), model, options or {}, seed], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _run_fold(
+    name: str,
+    data: CohortData,
+    fold: Fold,
+    i: int,
+    *,
+    options,
+    seed: int,
+    fold_dir: Path,
+    random_baseline: bool,
+) -> dict[str, np.ndarray]:
+    """Fit one model on one fold; return test predictions and validation statistics."""
+    tr, va, te = fold_indices(fold, data.patient_ids)
+    if len(tr) == 0 or len(te) == 0:
+        raise InputError(f"fold {i} has no training or no test slides in this cohort")
+    train, test = data.subset(tr), data.subset(te)
+    val = data.subset(va) if len(va) else None
+    reg = build_regressor(name, options)
+    reg.fit(train, val, seed=seed + i, out=fold_dir)
+    p = reg.predict(test)
+    res: dict[str, np.ndarray] = {"test_idx": te, "mean": np.asarray(p.mean)}
+    for k in ("std", "lower", "upper", "draws"):
+        if getattr(p, k, None) is not None:
+            res[k] = np.asarray(getattr(p, k))
+    if getattr(p, "level", None) is not None:
+        res["level"] = np.asarray(p.level)
+    n_genes = res["mean"].shape[1]
+    res["val_pearson"] = np.full(n_genes, np.nan)
+    res["conformal_q"] = np.full(len(LEVELS), np.nan)
+    if val is not None and val.expression is not None:
+        pv = reg.predict(val)
+        res["val_pearson"] = pearson(val.expression, pv.mean)[0]
+        if getattr(pv, "std", None) is not None:
+            res["conformal_q"] = conformal_quantiles(val.expression, pv.mean, pv.std, LEVELS)
+    if random_baseline and hasattr(reg, "random_twin"):
+        twin = reg.random_twin()
+        twin.fit(train, None, seed=seed + i, out=None)
+        res["random_mean"] = np.asarray(twin.predict(test).mean)
+    return res
+
+
+def _assemble(
+    name: str,
+    data: CohortData,
+    folds: list[Fold],
+    parts: list[dict],
+    out: Path,
+    seed: int,
+    extra: dict[str, Any],
+) -> PredictionFile:
+    n = len(data.slide_ids)
+    fold_of = np.full(n, -1)
+    arrays: dict[str, np.ndarray] = {}
+    for i, part in enumerate(parts):
+        idx = part["test_idx"]
+        fold_of[idx] = i
+        for k in ("mean", "std", "lower", "upper", "random_mean", "draws"):
+            if k in part:
+                if k not in arrays:
+                    arrays[k] = np.full((n, *part[k].shape[1:]), np.nan, dtype=np.float32)
+                arrays[k][idx] = part[k]
+    keep = np.flatnonzero(fold_of >= 0)
+    if len(keep) < n:
+        logger.warning("%d slide(s) are in no test fold and get no prediction", n - len(keep))
+    arrays = {k: v[keep] for k, v in arrays.items()}
+    level = next((float(p["level"]) for p in parts if "level" in p), None)
+    info: dict[str, Any] = {
+        "model": name,
+        "protocol": "patient-level cross-validation",
+        "n_folds": len(folds),
+        "seed": seed,
+        "interval_level": level,
+        "folds_digest": folds_digest(folds),
+        **extra,
+    }
+    slide_ids = [data.slide_ids[i] for i in keep]
+    draws = arrays.pop("draws", None)
+    if draws is not None:
+        if draws.nbytes <= _MAX_DRAWS_BYTES:
+            write_draws(out / "oof_draws.h5", draws, slide_ids, list(data.genes))
+            info["draws_file"] = "oof_draws.h5"
+            info["n_draws"] = int(draws.shape[1])
+        else:
+            logger.warning(
+                "draws (%.1f GB) not saved; CRPS uses the Gaussian std", draws.nbytes / 1e9
+            )
+    pf = PredictionFile(
+        observed=np.asarray(data.expression, dtype=np.float32)[keep],
+        slide_ids=slide_ids,
+        genes=list(data.genes),
+        patient_ids=[data.patient_ids[i] for i in keep],
+        folds=fold_of[keep],
+        info=info,
+        cv={
+            "val_pearson": np.stack([p["val_pearson"] for p in parts]),
+            "conformal_q": np.stack([p["conformal_q"] for p in parts]),
+            "conformal_levels": np.asarray(LEVELS),
+        },
+        **{k: v for k, v in arrays.items()},
+    )
+    write_predictions(out / "oof_predictions.h5ad", pf)
+    pf.path = out / "oof_predictions.h5ad"
+    return pf
+
+
+def cross_validate(
+    data: CohortData,
+    *,
+    out: str | os.PathLike[str],
+    models: Sequence[ModelName | str] = (ModelName.RIDGE,),
+    config: CVConfig | None = None,
+    folds: list[Fold] | None = None,
+    model_options: Mapping[str, Mapping[str, Any]] | None = None,
+    gene_sets: str | Mapping[str, Sequence[str]] | None = None,
+    reference_path: str | os.PathLike[str] | None = None,
+) -> CVResult:
+    """Cross-validate models on patient-level folds; write out-of-fold predictions and metrics.
+
+    Parameters
+    ----------
+    data
+        The cohort with expression (``CohortData``).
+    out
+        Output folder (layout in the module docstring). Finished folds are reused when the
+        fold, the model options and the seed are unchanged.
+    models
+        Registry names (:class:`ModelName`).
+    config
+        Folds and protocol; ignored for the folds themselves when ``folds`` is given.
+    folds
+        Predefined folds (e.g. from :func:`rnafm.evaluate.load_folds`).
+    model_options
+        Per-model options, e.g. ``{"sequoia": {"max_epochs": 20}}``.
+    gene_sets
+        Gene sets for pathway-level metrics.
+    reference_path
+        The reference CSV ``data`` came from; recorded so ``rnafm report`` finds the truth.
+    """
+    from rich.progress import Progress
+
+    config = config or CVConfig()
+    if data.expression is None:
+        raise InputError("cross-validation needs expression; pass --reference")
+    out = Path(out)
+    pids = list(map(str, data.patient_ids))
+    if folds is None:
+        strata = None
+        if config.stratify is Stratify.PROJECT:
+            if data.projects is None:
+                raise InputError("--stratify project needs a 'project' column in the reference")
+            strata = data.projects
+        folds = make_folds(
+            pids,
+            n_folds=config.n_folds,
+            val_fraction=config.val_fraction,
+            strata=strata,
+            seed=config.seed,
+        )
+    else:
+        check_folds(folds, sorted(set(pids)), require_all=False)
+    save_folds(out / "folds.json", folds, seed=config.seed, stratify=config.stratify.value)
+    names = [ModelName(m).value for m in models]
+    result = CVResult(out=out, folds=folds, predictions={}, metrics={})
+    with Progress(transient=True) as progress:
+        task = progress.add_task("cross-validation", total=len(names) * len(folds))
+        for name in names:
+            options = (model_options or {}).get(name)
+            parts = []
+            for i, fold in enumerate(folds):
+                progress.update(task, description=f"{name} fold {i + 1}/{len(folds)}")
+                fold_dir = out / name / f"fold_{i}"
+                parts.append(_cached_fold(name, data, fold, i, options, config, fold_dir))
+                progress.advance(task)
+            info = {
+                "reference": str(Path(reference_path).resolve()) if reference_path else None,
+                "gene_sets": gene_sets if isinstance(gene_sets, str) else None,
+                "options": json.dumps(options or {}, default=str),
+            }
+            pf = _assemble(name, data, folds, parts, out / name, config.seed, info)
+            ev = evaluate_predictions(pf, data, out=out / name, gene_sets=gene_sets)
+            result.predictions[name] = pf.path
+            result.metrics[name] = ev.summary
+    _write_summary(out, result.metrics)
+    return result
+
+
+def _cached_fold(name, data, fold, i, options, config: CVConfig, fold_dir: Path) -> dict:
+    key = _fold_key(fold, name, options, config.seed) + str(config.random_baseline)
+    cache = fold_dir / "fold.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            if str(z["key"]) == key:
+                logger.info("%s fold %d: reusing %s", name, i, cache)
+                return {k: z[k] for k in z.files if k != "key"}
+    res = _run_fold(
+        name,
+        data,
+        fold,
+        i,
+        options=options,
+        seed=config.seed,
+        fold_dir=fold_dir,
+        random_baseline=config.random_baseline,
+    )
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cache) as tmp, tmp.open("wb") as f:
+        np.savez(f, key=np.asarray(key), **res)
+    return res
+
+
+def _write_summary(out: Path, metrics: Mapping[str, dict]) -> None:
+    rows = []
+    for name, m in metrics.items():
+        g = m["genes"]
+        row = {
+            "model": name,
+            "mean_pearson_r": g["mean_pearson_r"],
+            "mean_rmse": g["mean_rmse"],
+            "n_r_above_0.4": g["n_r_above_0.4"],
+            "n_well_predicted": g.get("n_well_predicted"),
+        }
+        for rank, vals in g["top_k_pearson_r"].items():
+            for k, v in vals.items():
+                row[f"{k}_{rank}"] = v
+        u = m.get("uncertainty")
+        row["coverage_90"] = u["coverage"].get("0.9") if u else None
+        row["crps"] = u["crps"] if u else None
+        rows.append(row)
+    write_json(out / "summary.json", {"models": rows})
+    with atomic_path(out / "summary.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False, float_format="%.6g")

@@ -1,0 +1,309 @@
+"""Patient-level K-fold splits with a validation split inside every training fold.
+
+Every split is by patient: two slides of one patient never sit on both sides of a split. A fold
+holds three disjoint sets of patient ids, ``train`` (fit), ``val`` (early stopping, model
+choice, gene ranking, conformal calibration) and ``test`` (out-of-fold predictions); every
+patient of the cohort is in exactly one test fold.
+
+Folds are saved as JSON (:func:`save_folds`) and read back by :func:`load_folds`, which also
+reads the published TCGA splits format: a ``.npy`` holding a pickled dict
+``fold_<i> -> {'train': ids, 'val': ids, 'test': ids}`` of patient ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from rnafm._io import read_json, write_json
+from rnafm.errors import InputError
+
+__all__ = [
+    "Fold",
+    "Stratify",
+    "make_folds",
+    "save_folds",
+    "load_folds",
+    "check_folds",
+    "fold_indices",
+    "folds_digest",
+]
+
+logger = logging.getLogger(__name__)
+
+_FORMAT = "rnafm-folds"
+
+
+class Stratify(str, Enum):
+    """What the folds are stratified by."""
+
+    NONE = "none"
+    PROJECT = "project"
+
+
+@dataclass
+class Fold:
+    """One fold: disjoint sets of patient ids."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form."""
+        return {"train": list(self.train), "val": list(self.val), "test": list(self.test)}
+
+
+def _patient_strata(patient_ids: Sequence[str], strata: Sequence[str] | None) -> dict[str, str]:
+    """Patient -> stratum (the most common stratum of the patient's slides)."""
+    if strata is None:
+        return dict.fromkeys(patient_ids, "")
+    votes: dict[str, Counter] = {}
+    for p, s in zip(patient_ids, strata, strict=True):
+        votes.setdefault(p, Counter())[str(s)] += 1
+    return {p: c.most_common(1)[0][0] for p, c in votes.items()}
+
+
+def _ordered_by_stratum(patients: list[str], stratum: dict[str, str], rng) -> list[str]:
+    """Patients shuffled within strata and concatenated stratum by stratum."""
+    out: list[str] = []
+    for s in sorted({stratum[p] for p in patients}):
+        members = sorted(p for p in patients if stratum[p] == s)
+        out.extend(members[i] for i in rng.permutation(len(members)))
+    return out
+
+
+def make_folds(
+    patient_ids: Sequence[str],
+    *,
+    n_folds: int = 5,
+    val_fraction: float = 0.15,
+    strata: Sequence[str] | None = None,
+    seed: int = 0,
+) -> list[Fold]:
+    """Patient-level K-fold splits with a validation split inside each training fold.
+
+    Parameters
+    ----------
+    patient_ids
+        Patient id of every slide (repeats allowed: slides of one patient stay together).
+    n_folds
+        Number of folds K (2 <= K <= number of patients).
+    val_fraction
+        Fraction of each training fold's patients moved to its validation split (at least one
+        patient; 0 disables the validation split).
+    strata
+        Optional stratum (e.g. TCGA project) of every slide; folds and validation splits then
+        keep the strata proportions. A patient's stratum is the most common among its slides.
+    seed
+        Seed of the shuffling.
+
+    Returns
+    -------
+    list[Fold]
+        ``n_folds`` folds; each patient is in exactly one test fold.
+    """
+    patients = sorted(set(map(str, patient_ids)))
+    if not 2 <= n_folds <= len(patients):
+        raise InputError(
+            f"cannot make {n_folds} folds from {len(patients)} patients; "
+            "use --folds between 2 and the number of patients"
+        )
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    stratum = _patient_strata(list(map(str, patient_ids)), strata)
+    rng = np.random.default_rng(seed)
+    order = _ordered_by_stratum(patients, stratum, rng)
+    # dealing round-robin over the stratum-sorted order balances both fold sizes and strata
+    test_of = {p: i % n_folds for i, p in enumerate(order)}
+    folds = []
+    for k in range(n_folds):
+        test = sorted(p for p in patients if test_of[p] == k)
+        rest = _ordered_by_stratum([p for p in patients if test_of[p] != k], stratum, rng)
+        n_val = 0 if val_fraction == 0 else max(1, round(val_fraction * len(rest)))
+        n_val = min(n_val, len(rest) - 1)
+        # systematic sampling over the stratum-sorted list: proportional per stratum
+        u = rng.uniform()
+        picks = {int((j + u) * len(rest) / n_val) for j in range(n_val)} if n_val else set()
+        val = sorted(rest[i] for i in picks)
+        train = sorted(set(rest) - set(val))
+        folds.append(Fold(train=train, val=val, test=test))
+    check_folds(folds, patients)
+    return folds
+
+
+def check_folds(
+    folds: Sequence[Fold], patients: Sequence[str] | None = None, *, require_all: bool = True
+) -> None:
+    """Raise :class:`InputError` if a patient crosses a split or misses the test folds.
+
+    Within each fold train, val and test must be disjoint; across folds no patient may be in
+    two test folds and, with ``require_all``, every patient of ``patients`` must be in one.
+    """
+    seen: Counter = Counter()
+    for i, f in enumerate(folds):
+        tr, va, te = set(f.train), set(f.val), set(f.test)
+        for a, b, name in ((tr, te, "train/test"), (tr, va, "train/val"), (va, te, "val/test")):
+            both = a & b
+            if both:
+                raise InputError(
+                    f"fold {i}: {len(both)} patient(s) are on both sides of the {name} split "
+                    f"(e.g. {sorted(both)[:3]}); fix the folds file or pass --repair-folds"
+                )
+        seen.update(te)
+    twice = [p for p, c in seen.items() if c > 1]
+    if twice:
+        raise InputError(
+            f"{len(twice)} patient(s) are in more than one test fold (e.g. {twice[:3]})"
+        )
+    if patients is not None:
+        missing = sorted(set(patients) - set(seen))
+        if missing and not require_all:
+            logger.warning(
+                "%d patient(s) are in no test fold and get no out-of-fold prediction", len(missing)
+            )
+        elif missing:
+            raise InputError(f"{len(missing)} patient(s) are in no test fold (e.g. {missing[:3]})")
+
+
+def fold_indices(
+    fold: Fold, patient_ids: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Slide indices (train, val, test) of a fold given every slide's patient id."""
+    pid = np.asarray([str(p) for p in patient_ids])
+    return tuple(
+        np.flatnonzero(np.isin(pid, np.asarray(s, dtype=str)))
+        for s in (fold.train, fold.val, fold.test)
+    )
+
+
+def folds_digest(folds: Sequence[Fold]) -> str:
+    """Short content hash of a set of folds (used to key cached per-fold results)."""
+    text = json.dumps([f.to_dict() for f in folds], sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def save_folds(path: str | os.PathLike[str], folds: Sequence[Fold], **meta) -> None:
+    """Write folds as JSON (atomic); ``meta`` (seed, stratify, ...) is stored beside them."""
+    write_json(
+        path,
+        {
+            "format": _FORMAT,
+            "version": 1,
+            "n_folds": len(folds),
+            **meta,
+            "folds": [f.to_dict() for f in folds],
+        },
+    )
+
+
+def _repair(folds: list[Fold]) -> list[Fold]:
+    """Drop each fold's test (then val) patients from its train (and val) split, with a warning."""
+    out = []
+    for i, f in enumerate(folds):
+        te = set(f.test)
+        val = [p for p in f.val if p not in te]
+        train = [p for p in f.train if p not in te and p not in set(val)]
+        dropped = len(f.train) - len(train) + len(f.val) - len(val)
+        if dropped:
+            logger.warning(
+                "fold %d: removed %d test patient(s) from its train/val splits", i, dropped
+            )
+        out.append(Fold(train=train, val=val, test=list(f.test)))
+    return out
+
+
+def _read_npy(path: Path) -> list[Fold]:
+    try:
+        obj = np.load(path, allow_pickle=True)
+        obj = obj.item() if isinstance(obj, np.ndarray) and obj.dtype == object else obj
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read the splits file ({e})") from e
+    if not isinstance(obj, dict):
+        raise InputError(
+            f"{path}: expected a pickled dict fold_<i> -> {{'train','val','test'}}, got {type(obj)}"
+        )
+
+    def key(k: str) -> int:
+        digits = "".join(ch for ch in str(k) if ch.isdigit())
+        return int(digits) if digits else 0
+
+    folds = []
+    for k in sorted(obj, key=key):
+        d = obj[k]
+        try:
+            folds.append(
+                Fold(
+                    **{
+                        s: [str(p) for p in np.asarray(d.get(s, [])).ravel()]
+                        for s in ("train", "val", "test")
+                    }
+                )
+            )
+        except (AttributeError, TypeError) as e:
+            raise InputError(f"{path}: fold {k!r} is not a dict with train/val/test ids") from e
+    return folds
+
+
+def load_folds(
+    path: str | os.PathLike[str],
+    *,
+    patient_ids: Sequence[str] | None = None,
+    repair: bool = False,
+) -> list[Fold]:
+    """Read folds from rnafm JSON or the published TCGA ``.npy`` splits format.
+
+    Parameters
+    ----------
+    path
+        ``folds.json`` written by :func:`save_folds` or a ``.npy`` pickled dict.
+    patient_ids
+        The cohort's patient ids: ids not in the cohort are dropped (counted in a warning) and
+        every cohort patient must then be in exactly one test fold.
+    repair
+        Remove each fold's test patients from its own train/val splits instead of refusing the
+        file (the published RNA-FM splits put test patients into training sets).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: folds file not found; write one with `rnafm cv` first")
+    if path.suffix == ".npy":
+        folds = _read_npy(path)
+    else:
+        try:
+            obj = read_json(path)
+            folds = [
+                Fold(**{s: list(map(str, f.get(s, []))) for s in ("train", "val", "test")})
+                for f in obj["folds"]
+            ]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise InputError(
+                f"{path}: not an rnafm folds file ({e}); expected JSON with 'folds'"
+            ) from e
+    if not folds:
+        raise InputError(f"{path}: no folds in the file")
+    if patient_ids is not None:
+        known = set(map(str, patient_ids))
+        unknown = {p for f in folds for p in (*f.train, *f.val, *f.test)} - known
+        if unknown:
+            logger.warning(
+                "%s: %d patient id(s) are not in the cohort and are ignored", path, len(unknown)
+            )
+        folds = [
+            Fold(*([p for p in s if p in known] for s in (f.train, f.val, f.test))) for f in folds
+        ]
+    if repair:
+        folds = _repair(folds)
+    patients = sorted(set(map(str, patient_ids))) if patient_ids is not None else None
+    check_folds(folds, patients, require_all=False)
+    return folds

@@ -1,0 +1,25 @@
+"""The RNA-FM network: pathway-token DiT with fast bucketed gene ops and a loop oracle."""
+
+from rnafm.model.condition import Condition
+from rnafm.model.config import (
+    MODEL_PRESETS,
+    HeadModulation,
+    Implementation,
+    ModelConfig,
+    model_preset,
+)
+from rnafm.model.network import RNAFM, build_model
+from rnafm.model.precision import Precision, autocast
+
+__all__ = [
+    "MODEL_PRESETS",
+    "RNAFM",
+    "Condition",
+    "HeadModulation",
+    "Implementation",
+    "ModelConfig",
+    "Precision",
+    "autocast",
+    "build_model",
+    "model_preset",
+]

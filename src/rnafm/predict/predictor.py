@@ -1,0 +1,234 @@
+"""Load a run directory and predict expression with uncertainty for new slides."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnafm._io import read_json
+from rnafm.errors import IncompatibleRunError, InputError
+
+__all__ = ["PredictionArrays", "Predictor", "load_model"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PredictionArrays:
+    """Predictions for n slides on the log2(x+1) scale, genes in the model's order."""
+
+    mean: np.ndarray  # float32 (n, G) predictive mean
+    std: np.ndarray | None = None  # float32 (n, G) predictive std
+    lower: np.ndarray | None = None  # float32 (n, G) central interval at `level`
+    upper: np.ndarray | None = None  # float32 (n, G)
+    draws: np.ndarray | None = None  # float32 (n, S, G), only on request
+    level: float | None = None
+
+
+class Predictor:
+    """A trained model ready to predict; build it with :func:`load_model`.
+
+    Attributes
+    ----------
+    genes
+        Output genes in order.
+    tokens
+        The pathway tokens of the model.
+    config
+        The :class:`rnafm.train.TrainConfig` of the run.
+    calibration
+        Contents of ``calibration.json`` (level and interval multiplier).
+    """
+
+    def __init__(self, run_dir: Path, *, device: str = "auto") -> None:
+        from safetensors.torch import load_file
+
+        from rnafm.model import build_model
+        from rnafm.pathways import PathwayTokens
+        from rnafm.predict.sampling import resolve_device
+        from rnafm.train.config import TrainConfig
+        from rnafm.train.run import CALIBRATION, GENES, TOKENS, WEIGHTS, check_run
+        from rnafm.train.targets import load_targets
+
+        self.run_dir = Path(run_dir)
+        meta = check_run(self.run_dir)
+        try:
+            self.config = TrainConfig.model_validate(meta["config"])
+            self.tokens = PathwayTokens.from_dict(read_json(self.run_dir / TOKENS))
+            self.genes: list[str] = list(read_json(self.run_dir / GENES))
+            self.targets = load_targets(self.run_dir)
+            self.calibration: dict[str, Any] = read_json(self.run_dir / CALIBRATION)
+        except (KeyError, ValueError, OSError) as e:
+            raise IncompatibleRunError(
+                f"{self.run_dir}: cannot read the run ({e}); retrain it with this rnafm version."
+            ) from e
+        self.meta = meta
+        self.feature_dim = int(meta["feature_dim"])
+        self.n_clusters = int(meta["n_clusters"])
+        self.device = resolve_device(device if device != "auto" else self.config.device.value)
+        model = build_model(
+            self.tokens,
+            feature_dim=self.feature_dim,
+            n_clusters=self.n_clusters,
+            config=self.config.model,
+        )
+        try:
+            model.load_state_dict(load_file(str(self.run_dir / WEIGHTS)))
+        except RuntimeError as e:
+            raise IncompatibleRunError(
+                f"{self.run_dir / WEIGHTS}: weights do not fit the model of config.json ({e})."
+            ) from e
+        self.model = model.to(self.device).eval().requires_grad_(False)
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.run_dir}, genes={len(self.genes)}, tokens={len(self.tokens)})"
+
+    def predict_data(
+        self,
+        data,
+        *,
+        draws: int = 16,
+        seed: int = 0,
+        sampler=None,
+        level: float | None = None,
+        keep_draws: bool = False,
+    ) -> PredictionArrays:
+        """Predict every slide of ``data`` (a :class:`rnafm.cohort.dataset.CohortData`).
+
+        Parameters
+        ----------
+        draws
+            Draws per slide (antithetic pairs); the mean of the draws is the prediction.
+        seed
+            Seed of the noise.
+        sampler
+            :class:`rnafm.flow.SamplerConfig` overriding the run's sampler.
+        level
+            Interval level; default the calibrated level of the run. Other levels rescale the
+            calibrated multiplier by the ratio of Gaussian quantiles.
+        keep_draws
+            Also return the draws (n, S, G).
+        """
+        from rnafm.predict.sampling import draw_samples, summarise
+        from rnafm.train.metrics import gaussian_multiplier
+
+        if draws < 2:
+            raise InputError(f"draws must be at least 2 to estimate an interval, got {draws}.")
+        if data.clusters.shape[2] != self.feature_dim:
+            raise InputError(
+                f"features have dimension {data.clusters.shape[2]} but the model was trained on "
+                f"{self.feature_dim}: use features from the same encoder as the training run."
+            )
+        x = draw_samples(
+            self.model,
+            data.clusters,
+            data.sizes,
+            draws=draws,
+            sampler=sampler or self.config.sampler,
+            seed=seed,
+            device=self.device,
+            antithetic=self.config.antithetic,
+        )  # (n, S, G)
+        log2 = self.targets.transform.to_log2(
+            x,
+            self.targets.prior_z(data.clusters, data.sizes),
+            blend=float(self.calibration.get("blend", 1.0)),
+        )  # (n, S, G)
+        cal_level = float(self.calibration["level"])
+        q = float(self.calibration["multiplier"])
+        if level is not None and abs(level - cal_level) > 1e-9:
+            q *= gaussian_multiplier(level) / gaussian_multiplier(cal_level)
+        s = summarise(log2, level=level or cal_level, multiplier=q)
+        return PredictionArrays(
+            mean=s["mean"].astype(np.float32),
+            std=s["std"].astype(np.float32),
+            lower=s["lower"].astype(np.float32),
+            upper=s["upper"].astype(np.float32),
+            draws=log2.astype(np.float32) if keep_draws else None,
+            level=level or cal_level,
+        )
+
+    def load_data(self, features, *, reference=None, slides=None):
+        """Cohort data for ``features`` restricted to ``reference`` / ``slides`` (None: all)."""
+        from rnafm.cohort.dataset import load_cohort_data
+        from rnafm.cohort.reference import Reference, load_reference
+
+        ref = reference
+        if reference is not None and not isinstance(reference, Reference):
+            ref = load_reference(reference, scale=self.config.expression_scale)
+        if isinstance(slides, str):
+            slides = None if slides == "all" else [s for s in slides.split(",") if s]
+        return load_cohort_data(
+            features, reference=ref, slides=slides, cluster_config=self.config.clusters
+        )
+
+    def predict(
+        self,
+        features: str | os.PathLike[str],
+        *,
+        reference=None,
+        slides=None,
+        draws: int = 16,
+        seed: int = 0,
+        sampler=None,
+        level: float | None = None,
+        out: str | os.PathLike[str] | None = None,
+        draws_out: str | os.PathLike[str] | None = None,
+    ):
+        """Predict slides of a feature folder and return the predictions as AnnData.
+
+        Parameters
+        ----------
+        features
+            Folder of per-slide feature files.
+        reference
+            Reference table (path or :class:`Reference`) listing the slides to predict; its
+            expression values are not used.
+        slides
+            Slide ids (list, comma-separated string, or ``"all"``) when there is no reference.
+        draws, seed, sampler, level
+            See :meth:`predict_data`.
+        out
+            Also write the AnnData to this ``.h5ad`` path (atomically).
+        draws_out
+            Also write the draws (n, S, G) to this h5 file.
+
+        Returns
+        -------
+        anndata.AnnData
+            ``X`` mean, layers ``std``/``lower``/``upper``, ``obsm['pathway_scores']``; slides
+            that could not be loaded are listed in ``uns['skipped']``.
+        """
+        from rnafm.predict.writer import to_anndata, write_draws, write_predictions
+
+        data = self.load_data(features, reference=reference, slides=slides)
+        arrays = self.predict_data(
+            data,
+            draws=draws,
+            seed=seed,
+            sampler=sampler,
+            level=level,
+            keep_draws=draws_out is not None,
+        )
+        adata = to_anndata(self, data, arrays, draws=draws, seed=seed, sampler=sampler)
+        if out is not None:
+            write_predictions(adata, out)
+        if draws_out is not None:
+            write_draws(draws_out, data.slide_ids, self.genes, arrays.draws)
+        return adata
+
+
+def load_model(run_dir: str | os.PathLike[str], *, device: str = "auto") -> Predictor:
+    """Rebuild a trained model from its run directory.
+
+    Raises
+    ------
+    IncompatibleRunError
+        Missing files, or a run written by another major rnafm version.
+    """
+    return Predictor(Path(run_dir), device=device)

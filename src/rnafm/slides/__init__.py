@@ -1,0 +1,49 @@
+"""Whole-slide images to tiles: open slides, detect tissue, cut tiles, write coords.
+
+Public names are imported lazily (nothing heavy happens at ``import rnafm.slides``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "Slide",
+    "SlideScale",
+    "open_slide",
+    "TilingConfig",
+    "MaskConfig",
+    "SlideTiles",
+    "tile_slide",
+    "tile_slides",
+    "tile_slide_job",
+    "TilingReport",
+    "read_tile_file",
+    "resolve_slides",
+]
+
+_WHERE = {
+    "Slide": "wsi",
+    "SlideScale": "wsi",
+    "open_slide": "wsi",
+    "TilingConfig": "config",
+    "MaskConfig": "config",
+    "SlideTiles": "tiling",
+    "tile_slide": "tiling",
+    "read_tile_file": "tiling",
+    "tile_slides": "cohort",
+    "tile_slide_job": "cohort",
+    "TilingReport": "cohort",
+    "resolve_slides": "jobs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"rnafm.slides.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'rnafm.slides' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

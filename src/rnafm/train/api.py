@@ -1,0 +1,114 @@
+"""`train`: reference table + feature folder + gene sets -> a run directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnafm._io import write_json
+from rnafm.errors import InputError
+from rnafm.train.config import TrainConfig, apply_overrides
+
+__all__ = ["train", "split_patients"]
+
+logger = logging.getLogger(__name__)
+
+
+def split_patients(
+    patient_ids: list[str], *, fraction: float, min_patients: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded patient-level split of slide indices into (train, val).
+
+    ``round(fraction * patients)`` patients (at least ``min_patients``) go to validation; with
+    fewer than ``2 * min_patients`` patients, or ``fraction`` 0, there is no validation split.
+    """
+    uniq = sorted(set(patient_ids))
+    n_val = max(int(round(fraction * len(uniq))), min_patients)
+    if fraction <= 0 or len(uniq) < 2 * min_patients:
+        return np.arange(len(patient_ids)), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    val_patients = {uniq[i] for i in rng.permutation(len(uniq))[:n_val]}
+    is_val = np.asarray([p in val_patients for p in patient_ids])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def train(
+    reference: str | os.PathLike[str],
+    features: str | os.PathLike[str],
+    *,
+    gene_sets: str | os.PathLike[str] = "hallmark",
+    out: str | os.PathLike[str],
+    config: TrainConfig | None = None,
+    **overrides: Any,
+) -> Path:
+    """Train a model from a reference table and a folder of per-slide feature files.
+
+    Parameters
+    ----------
+    reference
+        Reference CSV (``wsi_file_name``, ``patient_id``, ``rna_<GENE>`` columns), raw or log2.
+    features
+        Folder of per-slide feature h5 files (TRIDENT, CLAM or SEQUOIA layout).
+    gene_sets
+        A bundled collection name (``hallmark``, ...) or a ``.gmt`` path.
+    out
+        Run directory (created; resumed when it holds a checkpoint of the same config).
+    config
+        Root configuration; defaults to ``TrainConfig()``.
+    **overrides
+        Config fields to change: ``seed=1``, ``device="cpu"``, ``lr=3e-4``, ``optim__epochs=5``.
+
+    Returns
+    -------
+    Path
+        The run directory, ready for :func:`rnafm.load_model`.
+    """
+    from rnafm.cohort.dataset import load_cohort_data
+    from rnafm.cohort.reference import load_reference
+    from rnafm.pathways import load_gene_sets, select_tokens
+    from rnafm.train.loop import fit
+
+    cfg = apply_overrides(config or TrainConfig(), {"gene_sets": str(gene_sets), **overrides})
+    out = Path(out)
+    ref = load_reference(reference, scale=cfg.expression_scale)
+    data = load_cohort_data(features, reference=ref, cluster_config=cfg.clusters)
+    for slide, reason in data.skipped:
+        logger.warning("skipping slide %s: %s", slide, reason)
+    if len(data.slide_ids) < 2:
+        raise InputError(
+            f"{features}: fewer than 2 slides of {reference} have features "
+            f"({len(data.skipped)} skipped); check that the feature files are named by slide id."
+        )
+    sets = load_gene_sets(cfg.gene_sets)
+    tokens = select_tokens(list(data.genes), sets, cfg.tokens)
+    tr, va = split_patients(
+        list(data.patient_ids),
+        fraction=cfg.validation.fraction,
+        min_patients=cfg.validation.min_patients,
+        seed=cfg.seed,
+    )
+    train_data = data.subset(tr)
+    val_data = data.subset(va) if va.size else None
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(
+        out / "split.json",
+        {
+            "train_patients": sorted(set(train_data.patient_ids)),
+            "val_patients": [] if val_data is None else sorted(set(val_data.patient_ids)),
+            "skipped": [list(s) for s in data.skipped],
+            "reference": str(reference),
+            "features": str(features),
+        },
+    )
+    logger.info(
+        "training on %d slides, validating on %d (%d genes, %d tokens)",
+        len(tr),
+        len(va),
+        len(tokens.genes),
+        len(tokens.names),
+    )
+    return fit(train_data, val=val_data, tokens=tokens, config=cfg, out=out)

@@ -1,0 +1,215 @@
+"""TrainConfig: the root configuration of a training run, saved as ``config.json`` in the run."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rnafm.cohort.reference import ExpressionScale
+from rnafm.features.clusters import ClusterConfig
+from rnafm.flow import SamplerConfig
+from rnafm.model.config import ModelConfig
+from rnafm.pathways import TokenConfig
+
+__all__ = [
+    "Device",
+    "Schedule",
+    "PriorKind",
+    "CalibrationMethod",
+    "OptimConfig",
+    "ValidationConfig",
+    "PriorConfig",
+    "CalibrationConfig",
+    "TrainConfig",
+    "apply_overrides",
+]
+
+
+class Device(str, Enum):
+    """Where to train and sample."""
+
+    AUTO = "auto"  # cuda when available, else cpu
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Schedule(str, Enum):
+    """Learning-rate schedule after the linear warm-up."""
+
+    COSINE = "cosine"  # cosine decay to ``min_lr_ratio * lr`` at the last planned step
+    CONSTANT = "constant"
+
+
+class PriorKind(str, Enum):
+    """What the flow models: the expression itself or the residual of a ridge prior."""
+
+    NONE = "none"  # flow models z-scored expression directly (as the paper)
+    RIDGE = "ridge"  # ridge on mean-pooled features first; flow models its (cross-fitted) residual
+
+
+class CalibrationMethod(str, Enum):
+    """How the predictive interval is calibrated on the validation split."""
+
+    NONE = "none"  # mean +- z * std (Gaussian quantile), no calibration
+    GLOBAL = "global"  # one conformal multiplier of std for all genes
+
+
+class OptimConfig(BaseModel):
+    """Optimiser, schedule, EMA and stopping rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(1e-3, gt=0, description="Peak AdamW learning rate.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    batch_size: int = Field(32, ge=1, description="Slides per optimisation step.")
+    epochs: int = Field(300, ge=1, description="Maximum number of passes over the training slides.")
+    warmup_steps: int = Field(100, ge=0, description="Linear learning-rate warm-up steps.")
+    schedule: Schedule = Field(Schedule.COSINE, description="Learning-rate schedule after warm-up.")
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="Final lr / peak lr (cosine).")
+    grad_clip: float = Field(1.0, gt=0, description="Clip the global gradient norm to this.")
+    ema_decay: float = Field(0.995, ge=0, lt=1, description="EMA decay of the weights kept.")
+    max_minutes: float | None = Field(
+        8.0, gt=0, description="Wall-clock budget of the training loop in minutes (None: no limit)."
+    )
+    patience: int = Field(
+        8, ge=1, description="Stop after this many validations without improvement."
+    )
+    min_delta: float = Field(1e-4, ge=0, description="Improvement of the val metric that counts.")
+
+
+class ValidationConfig(BaseModel):
+    """Validation split (training patients only) and the multi-draw selection metric."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fraction: float = Field(
+        0.15, ge=0, lt=1, description="Fraction of training patients held out for validation."
+    )
+    min_patients: int = Field(5, ge=1, description="Fewest validation patients; fewer: no split.")
+    evaluations: int = Field(
+        15, ge=1, description="About this many validations over the planned training run."
+    )
+    every: int | None = Field(
+        None, ge=1, description="Validate every this many epochs (None: from `evaluations`)."
+    )
+    draws: int = Field(
+        4, ge=1, description="Draws per slide whose mean gives the validation prediction."
+    )
+    steps: int | None = Field(
+        10, ge=1, description="Solver steps while validating (None: the sampler's steps)."
+    )
+    blends: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5, 0.75, 1.0),
+        description="Shrinkage factors of the flow's mean correction over the ridge prior tried "
+        "on validation (with prior.kind = ridge); the best is stored in calibration.json.",
+    )
+
+
+class PriorConfig(BaseModel):
+    """Optional ridge prior on mean-pooled cluster features."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: PriorKind = Field(PriorKind.RIDGE, description="none or ridge (flow models residual).")
+    alphas: tuple[float, ...] = Field(
+        (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5),
+        description="Ridge penalties tried, relative to the feature variance (chosen per gene by "
+        "leave-one-out CV on training slides).",
+    )
+    folds: int = Field(5, ge=2, description="Folds of the cross-fitted (out-of-fold) residuals.")
+
+
+class CalibrationConfig(BaseModel):
+    """Calibration of the predictive interval on the validation split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: float = Field(0.9, gt=0, lt=1, description="Central interval level.")
+    method: CalibrationMethod = Field(
+        CalibrationMethod.GLOBAL, description="none or global conformal multiplier."
+    )
+    draws: int = Field(16, ge=2, description="Draws per validation slide for calibration.")
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a trained model; saved beside it as ``config.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0, description="Seed of the split, initialisation, batches and noise.")
+    device: Device = Field(Device.AUTO, description="auto, cpu or cuda.")
+    expression_scale: ExpressionScale = Field(
+        ExpressionScale.AUTO, description="Scale of the reference values: raw, log2 or auto."
+    )
+    gene_sets: str = Field("hallmark", description="Bundled collection name or .gmt path.")
+    resume: bool = Field(True, description="Continue from the run's last checkpoint if present.")
+    antithetic: bool = Field(
+        True,
+        description="Draw sampling noise in antithetic pairs (z, -z) so the mean of few draws "
+        "is less noisy (validation and prediction).",
+    )
+    clusters: ClusterConfig = Field(default_factory=ClusterConfig)
+    tokens: TokenConfig = Field(default_factory=TokenConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    prior: PriorConfig = Field(default_factory=PriorConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+
+_SECTIONS = (
+    "clusters",
+    "tokens",
+    "model",
+    "sampler",
+    "optim",
+    "validation",
+    "prior",
+    "calibration",
+)
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """Return ``config`` with ``overrides`` applied and validated.
+
+    A key is a top-level field (``seed``), ``section.field`` or ``section__field``
+    (``optim.lr``), or a bare field name found in exactly one section (``lr``, ``hidden``).
+    ``None`` values are ignored so CLI options left unset change nothing.
+    """
+    from rnafm.errors import InputError
+
+    data = config.model_dump(mode="json")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, Enum):
+            value = value.value
+        parts = key.replace("__", ".").split(".")
+        if len(parts) == 1 and parts[0] not in TrainConfig.model_fields:
+            owners = [s for s in _SECTIONS if parts[0] in data[s]]
+            if len(owners) != 1:
+                where = "several sections: " + ", ".join(owners) if owners else "no section"
+                raise InputError(
+                    f"unknown or ambiguous config option {key!r} (found in {where}); "
+                    "use section.field, e.g. optim.lr."
+                )
+            parts = [owners[0], parts[0]]
+        node = data
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise InputError(f"unknown config option {key!r}.")
+            node = node[p]
+        if parts[-1] not in node:
+            raise InputError(f"unknown config option {key!r}.")
+        if isinstance(node[parts[-1]], dict) and isinstance(value, dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    try:
+        return TrainConfig.model_validate(data)
+    except ValueError as e:
+        raise InputError(f"invalid training option: {e}") from e

@@ -1,0 +1,322 @@
+"""`fit`: train the flow-matching model on cohort data, select it on a multi-draw val metric."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rnafm._io import atomic_path, write_json
+from rnafm.errors import InputError
+from rnafm.predict.sampling import autocast, resolve_device
+from rnafm.train.config import Schedule, TrainConfig
+from rnafm.train.run import (
+    CALIBRATION,
+    CHECKPOINT,
+    GENES,
+    HISTORY,
+    TOKENS,
+    VAL_METRICS,
+    WEIGHTS,
+    append_history,
+    truncate_history,
+    write_config,
+)
+from rnafm.train.targets import aligned_expression, prepare_targets
+from rnafm.train.validate import Validator, uncalibrated
+
+__all__ = ["fit"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _State:
+    """Loop counters saved in the checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    elapsed: float = 0.0
+    best: float = -math.inf
+    best_step: int = -1
+    best_epoch: int = -1
+    bad: int = 0
+    plan_epochs: int = 0
+    every: int = 1
+    planned: bool = False
+    finished: bool = False
+
+
+def _lr_factor(step: int, plan_steps: int, config: TrainConfig) -> float:
+    """Linear warm-up then cosine (to ``min_lr_ratio``) or constant."""
+    o = config.optim
+    warm = min(o.warmup_steps, max(plan_steps // 5, 1))
+    if step < warm:
+        return (step + 1) / warm
+    if o.schedule is Schedule.CONSTANT:
+        return 1.0
+    prog = min((step - warm) / max(plan_steps - warm, 1), 1.0)
+    return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * prog))
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm.detach(), 1 - d)
+
+
+def _save_weights(module: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def _save_checkpoint(path, model, ema, opt, state, gens, config) -> None:
+    blob = {
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "optimizer": opt.state_dict(),
+        "state": asdict(state),
+        "rng": [g.get_state() for g in gens],
+        "config": config.model_dump(mode="json"),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _load_checkpoint(path, model, ema, opt, gens, config) -> _State:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if blob["config"] != config.model_dump(mode="json"):
+        raise InputError(
+            f"{path}: the checkpoint was written with a different configuration; use another "
+            "--out folder, or pass resume=False (--no-resume) to start this one afresh."
+        )
+    model.load_state_dict(blob["model"])
+    ema.load_state_dict(blob["ema"])
+    opt.load_state_dict(blob["optimizer"])
+    for g, s in zip(gens, blob["rng"], strict=True):
+        g.set_state(s)
+    return _State(**blob["state"])
+
+
+def _plan(state: _State, config: TrainConfig, t_epoch: float, t_val: float) -> None:
+    """Fix the number of epochs and the validation cadence once the first epoch is timed.
+
+    Without a binding time budget the plan is ``optim.epochs`` (deterministic); otherwise the
+    largest number of epochs that fits the budget together with ``evaluations`` validations.
+    """
+    o, v = config.optim, config.validation
+    epochs = o.epochs
+    if o.max_minutes is not None:
+        budget = 0.95 * o.max_minutes * 60 - state.elapsed
+        n_val = v.evaluations if t_val > 0 else 0
+        fits = int((budget - n_val * t_val) / max(t_epoch, 1e-6)) + state.epoch
+        if fits < epochs:
+            epochs = max(fits, state.epoch + 1)
+            logger.info("time budget: planning %d epochs (%.2f s each)", epochs, t_epoch)
+    state.plan_epochs = epochs
+    state.every = v.every or max(1, epochs // v.evaluations)
+    state.planned = True
+
+
+def _train_epoch(model, ema, opt, tensors, gens, state: _State, config, spe) -> tuple[float, float]:
+    """One pass over the training slides; returns (mean loss, last lr)."""
+    from rnafm.flow import flow_matching_loss
+
+    xs, ss, ys = tensors
+    batch_gen, noise_gen = gens
+    o = config.optim
+    n = xs.shape[0]
+    model.train()
+    perm = torch.randperm(n, generator=batch_gen)  # (n,)
+    losses, lr = [], o.lr
+    for i in range(spe):
+        idx = perm[i * o.batch_size : (i + 1) * o.batch_size].to(xs.device)  # (B,)
+        lr = o.lr * _lr_factor(state.step, state.plan_epochs * spe, config)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        drop = model.draw_dropout(idx.numel(), generator=noise_gen)  # (B,)
+        with autocast(xs.device):
+            cond = model.encode_condition(xs[idx], ss[idx], drop)  # (B, H)
+            loss = flow_matching_loss(model, ys[idx], cond, generator=noise_gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        opt.step()
+        _ema_update(ema, model, o.ema_decay, state.step)
+        state.step += 1
+        losses.append(float(loss.detach()))
+    state.epoch += 1
+    return float(np.mean(losses)), lr
+
+
+def fit(train, *, val, tokens, config: TrainConfig, out) -> Path:
+    """Train a model on ``train``, select and calibrate it on ``val``; write the run directory.
+
+    Parameters
+    ----------
+    train
+        :class:`rnafm.cohort.dataset.CohortData` with expression (the only data fitted).
+    val
+        Validation data (patients disjoint from ``train``) for early stopping, model choice and
+        interval calibration, or None (train for the full budget, Gaussian intervals).
+    tokens
+        :class:`rnafm.pathways.PathwayTokens`; its genes are the model's outputs.
+    config
+        The root :class:`TrainConfig`.
+    out
+        Run directory; resumed from its checkpoint when ``config.resume`` and one exists.
+
+    Returns
+    -------
+    Path
+        The run directory.
+    """
+    from rnafm.model import build_model
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    genes = list(tokens.genes)
+    y_tr = aligned_expression(train, genes, "training")  # (n, G)
+    if val is not None and len(val.slide_ids) == 0:
+        val = None
+    if len(train.slide_ids) < 2:
+        raise InputError("training needs at least 2 slides with features and expression.")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    targets, y_model = prepare_targets(train, y_tr, config)  # (n, G) model-space targets
+    n, k, d = train.clusters.shape
+    targets.save(out)
+    write_json(out / GENES, genes)
+    write_json(out / TOKENS, tokens.to_dict())
+    write_config(
+        out,
+        config.model_dump(mode="json"),
+        feature_dim=int(d),
+        n_clusters=int(k),
+        n_genes=len(genes),
+        n_train=int(n),
+        n_val=0 if val is None else len(val.slide_ids),
+    )
+    validator = None
+    if val is not None:
+        validator = Validator(val, aligned_expression(val, genes, "validation"), targets, config, device)
+
+    model = build_model(tokens, feature_dim=d, n_clusters=k, config=config.model).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    o = config.optim
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=o.lr,
+        betas=o.betas,
+    )
+    gens = (
+        torch.Generator().manual_seed(config.seed),
+        torch.Generator(device=device).manual_seed(config.seed + 1),
+    )
+    spe = math.ceil(n / o.batch_size)
+    state = _State(plan_epochs=o.epochs)
+    ckpt = out / CHECKPOINT
+    if config.resume and ckpt.is_file():
+        state = _load_checkpoint(ckpt, model, ema, opt, gens, config)
+        truncate_history(out, state.step)
+        logger.info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
+    else:
+        (out / HISTORY).unlink(missing_ok=True)
+        (out / WEIGHTS).unlink(missing_ok=True)
+    tensors = (
+        torch.as_tensor(train.clusters, device=device),  # (n, K, D)
+        torch.as_tensor(train.sizes, device=device),  # (n, K)
+        torch.as_tensor(y_model, device=device),  # (n, G)
+    )
+    _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, ckpt)
+    return _finish(out, ema, validator, config, device, state)
+
+
+def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, ckpt) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    o = config.optim
+    budget = o.max_minutes * 60 if o.max_minutes else math.inf
+    start = time.perf_counter() - state.elapsed
+    last_ckpt = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("training", total=state.plan_epochs, completed=state.epoch)
+        while not state.finished:
+            t0 = time.perf_counter()
+            loss, lr = _train_epoch(model, ema, opt, tensors, gens, state, config, spe)
+            t_epoch = time.perf_counter() - t0
+            record = {"epoch": state.epoch, "step": state.step, "loss": loss, "lr": lr}
+            due = state.planned and (
+                state.epoch % state.every == 0 or state.epoch >= state.plan_epochs
+            )
+            t_val = 0.0
+            if validator is not None and (not state.planned or due):
+                t1 = time.perf_counter()
+                scores = validator.score(ema)
+                t_val = time.perf_counter() - t1
+                record.update(scores, val_prior_pcc=validator.prior_pcc)
+                if scores["val_pcc"] > state.best + o.min_delta:
+                    state.best, state.best_step, state.best_epoch = (
+                        scores["val_pcc"],
+                        state.step,
+                        state.epoch,
+                    )
+                    state.bad = 0
+                    _save_weights(ema, out / WEIGHTS)
+                elif state.planned:
+                    state.bad += 1
+                bar.update(task, description=f"training (val PCC {scores['val_pcc']:.3f})")
+            state.elapsed = time.perf_counter() - start
+            if not state.planned:
+                _plan(state, config, t_epoch, t_val)
+            record["time_s"] = round(state.elapsed, 2)
+            append_history(out, record)
+            bar.update(task, completed=state.epoch, total=state.plan_epochs)
+            state.finished = (
+                state.bad >= o.patience
+                or state.elapsed >= budget
+                or state.epoch >= state.plan_epochs
+            )
+            if state.finished or time.perf_counter() - last_ckpt > 60 or "val_pcc" in record:
+                _save_checkpoint(ckpt, model, ema, opt, state, gens, config)
+                last_ckpt = time.perf_counter()
+
+
+def _finish(out, ema, validator, config, device, state) -> Path:
+    """Select the best EMA weights, calibrate, write val_metrics.json and calibration.json."""
+    from safetensors.torch import load_file
+
+    if validator is None or not (out / WEIGHTS).is_file():
+        _save_weights(ema, out / WEIGHTS)
+        cal = uncalibrated(config, "no validation split: Gaussian interval, not calibrated")
+    else:
+        ema.load_state_dict(load_file(str(out / WEIGHTS), device=str(device)))
+        cal = validator.calibrate(ema)
+    write_json(out / CALIBRATION, cal)
+    metrics = {
+        "val_pcc": None if validator is None else state.best,
+        "val_prior_pcc": None if validator is None else validator.prior_pcc,
+        "best_step": state.best_step,
+        "best_epoch": state.best_epoch,
+        "steps": state.step,
+        "epochs": state.epoch,
+        "train_seconds": round(state.elapsed, 1),
+        "n_val": 0 if validator is None else len(validator.val.slide_ids),
+        **{k: cal[k] for k in ("blend", "pcc_mean", "coverage_raw", "coverage_calibrated") if k in cal},
+    }
+    write_json(out / VAL_METRICS, metrics)
+    logger.info("trained %d steps in %.0f s; %s", state.step, state.elapsed, metrics)
+    return out

@@ -1,0 +1,103 @@
+"""Uncertainty metrics against closed forms, brute force and simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from rnafm.evaluate.calibration import (
+    conformal_quantiles,
+    coverage,
+    crps_draws,
+    crps_gaussian,
+    draws_interval,
+    gaussian_interval,
+    reliability_curve,
+    std_error_spearman,
+    uncertainty_metrics,
+)
+
+
+def test_crps_gaussian_matches_numerical_integral() -> None:
+    for y, mu, sd in [(0.3, 0.0, 1.0), (2.5, 1.0, 0.4), (-1.0, 0.7, 2.2)]:
+        f = lambda x, y=y, mu=mu, sd=sd: (stats.norm.cdf(x, mu, sd) - (x >= y)) ** 2  # noqa: E731
+        ref = integrate.quad(f, -30, y, limit=200)[0] + integrate.quad(f, y, 30, limit=200)[0]
+        assert crps_gaussian(y, mu, sd) == pytest.approx(ref, rel=1e-6)
+
+
+def test_crps_draws_matches_brute_force_and_closed_form() -> None:
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(3, 9, 5))
+    y = rng.normal(size=(3, 5))
+    brute = np.abs(draws - y[:, None]).mean(1) - 0.5 * np.abs(
+        draws[:, :, None] - draws[:, None, :]
+    ).mean((1, 2))
+    np.testing.assert_allclose(crps_draws(y, draws), brute, rtol=1e-12)
+    # many draws of N(mu, sd): converges to the closed form
+    mu, sd = np.array([[0.0, 1.0]]), np.array([[1.0, 0.5]])
+    big = mu[:, None] + sd[:, None] * stats.norm.ppf((np.arange(4000) + 0.5) / 4000)[None, :, None]
+    yy = np.array([[0.4, -0.2]])
+    np.testing.assert_allclose(crps_draws(yy, big), crps_gaussian(yy, mu, sd), rtol=2e-3)
+
+
+def test_intervals_and_coverage() -> None:
+    rng = np.random.default_rng(1)
+    mean = rng.normal(size=(400, 7))
+    std = rng.uniform(0.5, 2, size=(400, 7))
+    y = mean + std * rng.normal(size=mean.shape)
+    for lv in (0.5, 0.8, 0.9, 0.95):
+        lo, hi = gaussian_interval(mean, std, lv)
+        np.testing.assert_allclose(hi - mean, stats.norm.ppf(0.5 + lv / 2) * std)
+        assert abs(coverage(y, lo, hi) - lv) < 0.02
+    draws = mean[:, None] + std[:, None] * rng.normal(size=(400, 301, 7))
+    lo, hi = draws_interval(draws, 0.9)
+    np.testing.assert_allclose(lo, np.quantile(draws, 0.05, axis=1))
+    assert abs(coverage(y, lo, hi) - 0.9) < 0.02
+    rel = reliability_curve(y, mean=mean, std=std)
+    assert np.max(np.abs(np.subtract(rel["observed"], rel["nominal"]))) < 0.02
+    overconfident = reliability_curve(y, mean=mean, std=std / 3)
+    assert all(
+        o < n for o, n in zip(overconfident["observed"], overconfident["nominal"], strict=True)
+    )
+
+
+def test_conformal_restores_coverage_of_overconfident_intervals() -> None:
+    rng = np.random.default_rng(2)
+
+    def sample(n):
+        mean = rng.normal(size=(n, 5))
+        std = rng.uniform(0.5, 1.5, size=(n, 5))
+        return mean, std, mean + 3 * std * rng.normal(size=(n, 5))  # std 3x too small
+
+    mv, sv, yv = sample(200)
+    q = conformal_quantiles(yv, mv, sv, (0.5, 0.9))
+    score = np.sort((np.abs(yv - mv) / sv).ravel())
+    assert q[1] == score[int(np.ceil(0.9 * (score.size + 1))) - 1]
+    mt, st, yt = sample(2000)
+    raw = uncertainty_metrics(
+        yt, mean=mt, std=st, levels=(0.5, 0.9), conformal_q=np.broadcast_to(q, (2000, 2))
+    )
+    assert raw["coverage"]["0.9"] < 0.5
+    assert abs(raw["coverage_conformal"]["0.9"] - 0.9) < 0.02
+    assert abs(raw["coverage_conformal"]["0.5"] - 0.5) < 0.03
+
+
+def test_std_error_spearman_and_metrics_bundle() -> None:
+    rng = np.random.default_rng(3)
+    std = rng.uniform(0.1, 3, size=(60, 4))
+    mean = np.zeros_like(std)
+    y = std * rng.normal(size=std.shape)
+    s = std_error_spearman(y, mean, std)
+    ref = stats.spearmanr(std.ravel(), np.abs(y).ravel()).statistic
+    assert s["pooled"] == pytest.approx(ref) and s["pooled"] > 0.3
+    per_gene = [stats.spearmanr(std[:, j], np.abs(y[:, j])).statistic for j in range(4)]
+    assert s["mean_per_gene"] == pytest.approx(np.mean(per_gene))
+    assert uncertainty_metrics(y, mean=mean) is None
+    m = uncertainty_metrics(y, mean=mean, std=std)
+    assert m["interval_source"] == "gaussian"
+    assert m["crps"] == pytest.approx(crps_gaussian(y, mean, std).mean())
+    draws = mean[:, None] + std[:, None] * rng.normal(size=(60, 40, 4))
+    md = uncertainty_metrics(y, mean=mean, draws=draws)
+    assert md["crps_source"] == "draws"
+    assert md["crps"] == pytest.approx(crps_draws(y, draws).mean())

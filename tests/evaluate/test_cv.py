@@ -1,0 +1,245 @@
+"""Cross-validation end to end: out-of-fold file layout, honesty of folds, resume, and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from rnafm.evaluate import CVConfig, cross_validate, evaluate_predictions, load_folds
+from rnafm.evaluate.metrics import pearson
+
+TINY = {"max_epochs": 4, "hidden": 8, "heads": 2, "depth": 1}
+SETS = {"SET_A": ["G0", "G1", "G2", "G3", "G4"], "SET_B": [f"G{i}" for i in range(5, 12)]}
+
+
+def test_cross_validate_writes_honest_oof(tmp_path, make, monkeypatch) -> None:
+    data = make(19, seed=3)
+    res = cross_validate(
+        data,
+        out=tmp_path,
+        models=["mean", "ridge", "sequoia"],
+        config=CVConfig(n_folds=3, seed=1),
+        model_options={"sequoia": TINY},
+        gene_sets=SETS,
+    )
+    folds = load_folds(tmp_path / "folds.json", patient_ids=data.patient_ids)
+    test_fold = {p: i for i, f in enumerate(folds) for p in f.test}
+    for name in ("mean", "ridge", "sequoia"):
+        a = ad.read_h5ad(tmp_path / name / "oof_predictions.h5ad")
+        assert list(a.obs_names) == data.slide_ids  # every slide exactly once, cohort order
+        assert list(a.var_names) == data.genes
+        assert [test_fold[p] for p in a.obs["patient_id"]] == a.obs["fold"].tolist()
+        assert a.uns["rnafm"]["model"] == name
+        np.testing.assert_allclose(a.layers["observed"], data.expression)
+        assert a.uns["rnafm_cv"]["val_pearson"].shape == (3, 13)
+        assert (tmp_path / name / "per_gene.csv").is_file()
+        assert (tmp_path / name / "per_pathway.csv").is_file()
+    assert "std" in ad.read_h5ad(tmp_path / "mean" / "oof_predictions.h5ad").layers
+    seq = ad.read_h5ad(tmp_path / "sequoia" / "oof_predictions.h5ad")
+    assert "random_mean" in seq.layers and "std" not in seq.layers
+    # the ridge test predictions equal a model fitted on the fold's training patients only
+    ridge = ad.read_h5ad(tmp_path / "ridge" / "oof_predictions.h5ad")
+    from rnafm.evaluate.baselines import build_regressor
+    from rnafm.evaluate.splits import fold_indices
+
+    tr, va, te = fold_indices(folds[1], data.patient_ids)
+    reg = build_regressor("ridge")
+    reg.fit(data.subset(tr), data.subset(va), seed=1 + 1, out=None)
+    np.testing.assert_allclose(ridge.X[te], reg.predict(data.subset(te)).mean, rtol=1e-5, atol=1e-5)
+    # metrics are those of the pooled out-of-fold predictions
+    m = res.metrics["ridge"]
+    r, _ = pearson(data.expression, ridge.X)
+    assert m["genes"]["mean_pearson_r"] == pytest.approx(np.nanmean(r), rel=1e-5)
+    assert len(m["per_fold"]["folds"]) == 3
+    assert "ranked_by_validation" in m["genes"]["top_k_pearson_r"]
+    assert m["uncertainty"] is None and res.metrics["mean"]["uncertainty"]["coverage_conformal"]
+    assert res.metrics["sequoia"]["genes"]["n_well_predicted"] is not None
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert summary["model"].tolist() == ["mean", "ridge", "sequoia"]
+    assert summary.set_index("model").loc["ridge", "mean_pearson_r"] > 0.5
+
+    # a second run reuses every finished fold
+    from rnafm.evaluate import cv as cv_mod
+
+    def boom(*a, **k):
+        raise AssertionError("refitted a cached fold")
+
+    monkeypatch.setattr(cv_mod, "build_regressor", boom)
+    again = cross_validate(data, out=tmp_path, models=["ridge"], config=CVConfig(n_folds=3, seed=1))
+    assert again.metrics["ridge"]["genes"]["mean_pearson_r"] == pytest.approx(
+        m["genes"]["mean_pearson_r"]
+    )
+
+
+def test_evaluate_predictions_with_separate_val_and_random_files(tmp_path, make) -> None:
+    from rnafm.evaluate.predictions_io import PredictionFile, write_predictions
+
+    data = make(25, seed=4)
+    rng = np.random.default_rng(0)
+    noisy = data.expression + rng.normal(size=data.expression.shape)
+    half = len(data) // 2
+
+    def pf(rows, mean, **kw):
+        return PredictionFile(
+            slide_ids=[data.slide_ids[i] for i in rows],
+            genes=list(data.genes),
+            mean=mean[rows],
+            patient_ids=[data.patient_ids[i] for i in rows],
+            **kw,
+        )
+
+    test_rows, val_rows = np.arange(half, len(data)), np.arange(half)
+    std = np.ones_like(noisy)
+    write_predictions(
+        tmp_path / "test.h5ad",
+        pf(test_rows, noisy, std=std[test_rows], info={"interval_level": 0.9}),
+    )
+    write_predictions(tmp_path / "val.h5ad", pf(val_rows, noisy, std=std[val_rows]))
+    write_predictions(tmp_path / "rand.h5ad", pf(test_rows[::-1], rng.normal(size=noisy.shape)))
+    ev = evaluate_predictions(
+        tmp_path / "test.h5ad",
+        data,
+        out=tmp_path / "ev",
+        val_predictions=tmp_path / "val.h5ad",
+        random_predictions=tmp_path / "rand.h5ad",
+        gene_sets=SETS,
+    )
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    table = pd.read_csv(tmp_path / "ev" / "per_gene.csv", index_col=0)
+    r, p = pearson(data.expression[test_rows], noisy[test_rows])
+    np.testing.assert_allclose(table["pearson_r"], r, rtol=1e-5)
+    vr, _ = pearson(data.expression[val_rows], noisy[val_rows])
+    np.testing.assert_allclose(table["val_pearson_r"], vr, rtol=1e-5)
+    assert "well_predicted" in table and metrics["genes"]["n_well_predicted"] >= 1
+    u = metrics["uncertainty"]
+    assert abs(u["coverage"]["0.9"] - 0.9) < 0.12 and "coverage_conformal" in u
+    assert metrics["pathways"]["n_pathways"] == 2
+    assert ev.pathways.loc["SET_A", "n_genes"] == 5
+
+
+@pytest.fixture
+def files(tmp_path, make):
+    """A reference CSV and a folder of TRIDENT feature files (9 tiles per slide)."""
+    from rnafm.cohort.reference import Reference, write_reference
+    from rnafm.features.io import write_features
+
+    data = make(15, seed=5, k=1, d=5)
+    rng = np.random.default_rng(1)
+    feats = tmp_path / "features"
+    for i, s in enumerate(data.slide_ids):
+        tiles = data.clusters[i, 0] + 0.05 * rng.normal(size=(9, 5))
+        write_features(
+            feats / f"{s}.h5", tiles, np.arange(18).reshape(9, 2) * 256, {"encoder": "toy"}
+        )
+    ref = Reference(
+        slide_ids=data.slide_ids,
+        patient_ids=data.patient_ids,
+        projects=data.projects,
+        genes=data.genes,
+        values=np.maximum(data.expression, 0.0),
+    )
+    write_reference(tmp_path / "reference.csv", ref)
+    return tmp_path / "reference.csv", feats
+
+
+def test_cli_cv_evaluate_report(files, tmp_path) -> None:
+    from rnafm.cli.main import cli
+
+    reference, feats = files
+    runner = CliRunner()
+    out = tmp_path / "cv"
+    res = runner.invoke(
+        cli,
+        [
+            "cv",
+            "-r",
+            str(reference),
+            "-f",
+            str(feats),
+            "-m",
+            "ridge",
+            "-m",
+            "mean",
+            "--folds",
+            "3",
+            "--stratify",
+            "project",
+            "--clusters",
+            "3",
+            "--gene-sets",
+            "none",
+            "--expression-scale",
+            "log2",
+            "-o",
+            str(out),
+        ],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    assert "ridge" in res.output and (out / "ridge" / "oof_predictions.h5ad").is_file()
+    res = runner.invoke(
+        cli,
+        [
+            "cv",
+            "-r",
+            str(reference),
+            "-f",
+            str(feats),
+            "-m",
+            "mean",
+            "--folds-file",
+            str(out / "folds.json"),
+            "--clusters",
+            "3",
+            "--gene-sets",
+            "none",
+            "--expression-scale",
+            "log2",
+            "-o",
+            str(tmp_path / "cv2"),
+        ],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    assert (
+        json.loads((tmp_path / "cv2" / "folds.json").read_text())["folds"]
+        == json.loads((out / "folds.json").read_text())["folds"]
+    )
+    res = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            "-p",
+            str(out / "mean" / "oof_predictions.h5ad"),
+            "-r",
+            str(reference),
+            "--expression-scale",
+            "log2",
+        ],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    assert "coverage" in res.output
+    assert (out / "mean" / "oof_predictions_evaluation" / "per_gene.csv").is_file()
+    first = json.loads((out / "mean" / "oof_predictions_evaluation" / "metrics.json").read_text())
+    # cv files carry their truth: no reference needed, same numbers
+    res = runner.invoke(
+        cli,
+        ["evaluate", "-p", str(out / "mean" / "oof_predictions.h5ad"), "-o", str(tmp_path / "e2")],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    second = json.loads((tmp_path / "e2" / "metrics.json").read_text())
+    assert second["genes"] == pytest.approx(first["genes"])
+    res = runner.invoke(
+        cli, ["report", str(out), "-o", str(tmp_path / "r" / "report.html")], catch_exceptions=False
+    )
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4 and "ridge" in page
+    assert (tmp_path / "r" / "report_figures" / "reliability.png").is_file()

@@ -1,0 +1,140 @@
+"""Patient-level folds: no patient crosses a split, in any fold, for every way folds are made."""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from rnafm.errors import InputError
+from rnafm.evaluate.splits import (
+    Fold,
+    check_folds,
+    fold_indices,
+    load_folds,
+    make_folds,
+    save_folds,
+)
+
+
+def _patients(n: int = 37) -> tuple[list[str], list[str]]:
+    """Slides of n patients (some with 2-3 slides) and an unbalanced project per slide."""
+    pids, projects = [], []
+    for p in range(n):
+        for _ in range(1 + (p % 4 == 0) + (p % 9 == 0)):
+            pids.append(f"TCGA-{p:02d}-XXXX")
+            projects.append("LUAD" if p % 3 else "BRCA")
+    return pids, projects
+
+
+def assert_no_leak(folds: list[Fold], pids: list[str]) -> None:
+    """The property the harness promises: disjoint by patient, and slides follow patients."""
+    patients = set(pids)
+    tests = Counter(p for f in folds for p in f.test)
+    assert set(tests) == patients and set(tests.values()) == {1}  # exactly one test fold each
+    for f in folds:
+        tr, va, te = set(f.train), set(f.val), set(f.test)
+        assert not (tr & va or tr & te or va & te)
+        assert tr | va | te == patients
+        itr, iva, ite = fold_indices(f, pids)
+        assert len(itr) + len(iva) + len(ite) == len(pids)  # every slide on exactly one side
+        side = {}
+        for name, idx in (("tr", itr), ("va", iva), ("te", ite)):
+            for i in idx:
+                assert side.setdefault(pids[i], name) == name  # all slides of a patient together
+
+
+@pytest.mark.parametrize("n_folds", [2, 3, 5])
+@pytest.mark.parametrize("stratify", [False, True])
+@pytest.mark.parametrize("seed", [0, 7])
+def test_no_patient_crosses_a_split(n_folds: int, stratify: bool, seed: int) -> None:
+    pids, projects = _patients()
+    folds = make_folds(pids, n_folds=n_folds, strata=projects if stratify else None, seed=seed)
+    assert len(folds) == n_folds
+    assert_no_leak(folds, pids)
+    sizes = [len(f.test) for f in folds]
+    assert max(sizes) - min(sizes) <= 1
+    assert all(f.val for f in folds)
+
+
+def test_stratification_keeps_project_shares() -> None:
+    pids, projects = _patients(60)
+    proj = dict(zip(pids, projects, strict=True))
+    share = np.mean([proj[p] == "BRCA" for p in set(pids)])
+    for f in make_folds(pids, n_folds=5, strata=projects, seed=3):
+        test_share = np.mean([proj[p] == "BRCA" for p in f.test])
+        assert abs(test_share - share) <= 1 / len(f.test) + 1e-9
+        assert any(proj[p] == "BRCA" for p in f.val) and any(proj[p] == "LUAD" for p in f.val)
+
+
+def test_folds_are_seeded() -> None:
+    pids, _ = _patients()
+    a, b = make_folds(pids, seed=1), make_folds(pids, seed=1)
+    assert [f.to_dict() for f in a] == [f.to_dict() for f in b]
+    assert [f.to_dict() for f in a] != [f.to_dict() for f in make_folds(pids, seed=2)]
+
+
+def test_json_roundtrip(tmp_path) -> None:
+    pids, _ = _patients()
+    folds = make_folds(pids, n_folds=4)
+    save_folds(tmp_path / "folds.json", folds, seed=0)
+    back = load_folds(tmp_path / "folds.json", patient_ids=pids)
+    assert [f.to_dict() for f in back] == [f.to_dict() for f in folds]
+
+
+def _npy(path, folds: dict) -> None:
+    np.save(path, np.array(folds, dtype=object), allow_pickle=True)
+
+
+def test_reads_published_tcga_npy(tmp_path) -> None:
+    pids, _ = _patients(20)
+    patients = sorted(set(pids))
+    published = {}
+    for i in range(4):  # keys out of order, ids as numpy arrays, like the published files
+        test = patients[i::4]
+        rest = [p for p in patients if p not in test]
+        published[f"fold_{i}"] = {
+            "train": np.array(rest[2:]),
+            "val": np.array(rest[:2]),
+            "test": np.array(test),
+        }
+    published = dict(reversed(list(published.items())))
+    _npy(tmp_path / "splits.npy", published)
+    folds = load_folds(tmp_path / "splits.npy", patient_ids=pids)
+    assert [f.test for f in folds] == [sorted(patients[i::4]) for i in range(4)]
+    assert_no_leak(folds, pids)
+    assert pickle.loads(pickle.dumps(folds[0])).test == folds[0].test
+
+
+def test_refuses_leaky_published_splits_unless_repaired(tmp_path) -> None:
+    pids, _ = _patients(12)
+    patients = sorted(set(pids))
+    leaky = {}
+    for i in range(3):
+        test = patients[i::3]
+        leaky[f"fold_{i}"] = {"train": patients[:9], "val": patients[9:10], "test": test}
+    _npy(tmp_path / "leaky.npy", leaky)
+    with pytest.raises(InputError, match="both sides of the train/test split"):
+        load_folds(tmp_path / "leaky.npy", patient_ids=pids)
+    repaired = load_folds(tmp_path / "leaky.npy", patient_ids=pids, repair=True)
+    for f in repaired:
+        assert not set(f.test) & (set(f.train) | set(f.val))
+
+
+def test_check_folds_catches_double_test_and_missing() -> None:
+    with pytest.raises(InputError, match="more than one test fold"):
+        check_folds([Fold(["a"], [], ["b"]), Fold(["a"], [], ["b"])])
+    with pytest.raises(InputError, match="no test fold"):
+        check_folds([Fold(["b"], [], ["a"]), Fold(["a"], [], ["b"])], ["a", "b", "c"])
+
+
+def test_bad_inputs(tmp_path) -> None:
+    with pytest.raises(InputError, match="folds"):
+        make_folds(["a", "b"], n_folds=3)
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(InputError, match="not an rnafm folds file"):
+        load_folds(tmp_path / "x.json")
+    with pytest.raises(InputError, match="not found"):
+        load_folds(tmp_path / "missing.json")
