@@ -98,6 +98,10 @@ def random_sets(genes: list[str], n: int, size: int, seed: int) -> dict[str, lis
     return {f"P{i}": list(rng.choice(genes, s, replace=False)) for i, s in enumerate(sizes)}
 
 
+def _median(times: list[float], per: int = 1) -> float | None:
+    return round(statistics.median(times) / per, 4) if times else None
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--genes", default="20820", help="gene count or a file of gene symbols")
@@ -122,8 +126,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--no-pathway-mask", action="store_true")
     p.add_argument("--precision", choices=[p.value for p in Precision], default="fp32")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--train-steps", type=int, default=3, help="timed steps (after 1 warm-up)")
-    p.add_argument("--sample-reps", type=int, default=2, help="timed sampling runs")
+    p.add_argument(
+        "--train-steps", type=int, default=3, help="timed steps (after 1 warm-up); 0 skips training"
+    )
+    p.add_argument(
+        "--sample-reps", type=int, default=1, help="timed sampling runs; 0 skips sampling"
+    )
+    p.add_argument(
+        "--compare-loop",
+        action="store_true",
+        help="also time the loop implementation (same weights), alternating step by step",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -168,9 +181,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    step_times = []
-    model.train()
-    for i in range(args.train_steps + 1):
+    def train_step() -> float:
+        model.train()
         sync()
         t0 = time.perf_counter()
         with autocast(device, args.precision):
@@ -182,23 +194,47 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
         sync()
-        if i:
-            step_times.append(time.perf_counter() - t0)
-        log.info("train step %d: %.3f s", i, time.perf_counter() - t0)
+        return time.perf_counter() - t0
 
     sampler = SamplerConfig(solver=args.solver, steps=args.steps, guidance=args.guidance)
-    sample_times = []
-    model.eval()
-    for _ in range(args.sample_reps):
+
+    def sample_batch(config: SamplerConfig = sampler) -> float:
+        model.eval()
         sync()
         t0 = time.perf_counter()
         with torch.no_grad(), autocast(device, args.precision):
             cond = model.encode_condition(clusters, sizes)  # once per slide
             null = model.null_condition(b)
-            out = sample(model, cond, null, n_genes=g, config=sampler, generator=gen)
+            out = sample(model, cond, null, n_genes=g, config=config, generator=gen)
         sync()
-        sample_times.append(time.perf_counter() - t0)
-        assert torch.isfinite(out).all()
+        if not torch.isfinite(out).all():
+            raise RuntimeError("non-finite samples")
+        return time.perf_counter() - t0
+
+    # implementations timed in alternation, so both see the same machine load
+    impls = [args.implementation]
+    if args.compare_loop and args.implementation != "loop":
+        impls.append("loop")
+    step_times: dict[str, list[float]] = {i: [] for i in impls}
+    sample_times: dict[str, list[float]] = {i: [] for i in impls}
+    for i in range(args.train_steps + 1 if args.train_steps else 0):
+        for impl in impls:
+            model.set_implementation(impl)
+            dt = train_step()
+            log.info("%s train step %d: %.3f s", impl, i, dt)
+            if i:  # the first step warms up allocators and kernels
+                step_times[impl].append(dt)
+    warm_up = sampler.model_copy(update={"solver": Solver.EULER, "steps": 1})
+    for i in range(args.sample_reps):
+        for impl in impls:
+            if i == 0:
+                model.set_implementation(impl)
+                sample_batch(warm_up)
+            model.set_implementation(impl)
+            dt = sample_batch()
+            log.info("%s sampling %d: %.3f s", impl, i, dt)
+            sample_times[impl].append(dt)
+    model.set_implementation(args.implementation)
 
     counts = model.parameter_counts()
     result = {
@@ -222,12 +258,19 @@ def main() -> None:
         "parameters": counts["total"],
         "parameters_effective": counts["effective"],
         "build_s": round(build_s, 3),
-        "train_step_s": round(statistics.median(step_times), 3),
-        "train_step_all_s": [round(s, 3) for s in step_times],
-        "sample_batch_s": round(statistics.median(sample_times), 3),
-        "sample_per_slide_s": round(statistics.median(sample_times) / b, 4),
+        "train_step_s": _median(step_times[args.implementation]),
+        "train_step_all_s": [round(s, 3) for s in step_times[args.implementation]],
+        "sample_batch_s": _median(sample_times[args.implementation]),
+        "sample_per_slide_s": _median(sample_times[args.implementation], b),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if "loop" in impls and args.implementation != "loop":
+        result["loop_train_step_s"] = _median(step_times["loop"])
+        result["loop_sample_per_slide_s"] = _median(sample_times["loop"], b)
+        result["speedup_train"] = round(result["loop_train_step_s"] / result["train_step_s"], 2)
+        result["speedup_sample"] = round(
+            result["loop_sample_per_slide_s"] / result["sample_per_slide_s"], 2
+        )
     if device.type == "cuda":
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(json.dumps(result))

@@ -70,13 +70,17 @@ def write_slide(path: Path, width: int, height: int, *, mpp: float, seed: int = 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", default="40000x30000", help="WIDTHxHEIGHT of level 0")
     ap.add_argument("--mpp", type=float, default=0.5, help="level-0 microns per pixel (0.5 = 20x)")
     ap.add_argument("--threads", type=int, default=2, help="tiling read threads")
     ap.add_argument("--workers", type=int, default=2, help="extraction DataLoader workers")
     ap.add_argument("--extract-tiles", type=int, default=20000, help="tiles encoded by builtin")
-    ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: temporary)")
+    ap.add_argument(
+        "--keep", type=Path, default=None, help="work folder to keep (default: temporary)"
+    )
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -111,15 +115,15 @@ def main() -> None:
         cand = coords[tile_fractions(tissue, coords, grid.size0) >= cfg.min_tissue_fraction]
 
     osr = openslide.OpenSlide(str(slide))  # raw baseline: one read_region per tile, one thread
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for x, y in cand.tolist():
         osr.read_region((x, y), 0, (TILE, TILE))
-    raw_s = time.perf_counter() - t0
+    raw_s, raw_cpu = time.perf_counter() - t0, time.process_time() - c0
     osr.close()
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = tile_slide(slide, work / "out", cfg)
-    tile_s = time.perf_counter() - t0
+    tile_s, tile_cpu = time.perf_counter() - t0, time.process_time() - c0
     n_read = int(res.extra["n_read"])
 
     from rnafm.slides.cohort import tile_slides
@@ -131,22 +135,40 @@ def main() -> None:
     else:
         sub = work / "out"
     ecfg = ExtractConfig(workers=args.workers, batch_size=128, progress=False, overwrite=True)
-    t0 = time.perf_counter()
+    import resource
+
+    def cpu_all() -> float:
+        own, kids = (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    t0, c0 = time.perf_counter(), cpu_all()
     rep = extract_features(sub / "tiles", work / "ext", ecfg)
-    ext_s = time.perf_counter() - t0
+    ext_s, ext_cpu = time.perf_counter() - t0, cpu_all() - c0
     ext_job_s = rep.jobs[0].seconds
 
     print(
         json.dumps(
             {
-                "slide": f"{width}x{height}", "mpp": args.mpp, "cpus": os.cpu_count(),
-                "generate_s": round(gen_s, 1), "tiles_read": n_read, "tiles_kept": len(res.coords),
+                "slide": f"{width}x{height}",
+                "mpp": args.mpp,
+                "cpus": os.cpu_count(),
+                "generate_s": round(gen_s, 1),
+                "tiles_read": n_read,
+                "tiles_kept": len(res.coords),
                 "raw_openslide_tiles_per_s": round(len(cand) / raw_s, 1),
                 "tiling_tiles_per_s": round(n_read / tile_s, 1),
                 "tiling_vs_raw": round((n_read / tile_s) / (len(cand) / raw_s), 3),
+                # CPU milliseconds per tile (all threads): comparable on a busy machine
+                "raw_cpu_ms_per_tile": round(1e3 * raw_cpu / len(cand), 3),
+                "tiling_cpu_ms_per_tile": round(1e3 * tile_cpu / n_read, 3),
+                "load_avg_1min": round(os.getloadavg()[0], 1),
                 "builtin_tiles": n_ext,
                 "builtin_extract_tiles_per_s": round(n_ext / ext_s, 1),
                 "builtin_extract_tiles_per_s_excl_model_build": round(n_ext / ext_job_s, 1),
+                "builtin_cpu_ms_per_tile": round(1e3 * ext_cpu / n_ext, 3),  # incl. workers
             }  # fmt: skip
         )
     )

@@ -69,17 +69,34 @@ def test_serial_scheduler_gives_the_same_report(tmp_path: Path) -> None:
 
 def test_unpicklable_function_and_bad_address(tmp_path: Path) -> None:
     slides = _slides(tmp_path)
-
-    def local_closure(slide: str) -> dict:  # pragma: no cover - never runs
-        return {"fh": open(slide)}  # noqa: SIM115
-
-    fh = open(slides[0], "rb")  # noqa: SIM115
-    try:
-        bound = functools.partial(_tasks().fake_slide_task.__call__)
-        assert run_per_slide(bound, [], scheduler="local") == []
+    assert run_per_slide(_tasks().fake_slide_task, [], scheduler="local") == []
+    with open(slides[0], "rb") as fh:
         with pytest.raises(InputError, match="cannot be sent to Dask workers"):
             run_per_slide(functools.partial(print, file=fh), slides, scheduler="local")
-    finally:
-        fh.close()
     with pytest.raises(InputError, match="cannot reach a Dask scheduler"):
         run_per_slide(_tasks().fake_slide_task, slides, scheduler="tcp://127.0.0.1:9")
+
+
+def test_existing_cluster_by_address_function_missing_on_workers(tmp_path: Path) -> None:
+    """A function workers cannot import fails every slide with the reason; nothing hangs."""
+    from distributed import LocalCluster
+
+    spec = importlib.util.spec_from_file_location(
+        "rnafm_test_unimportable", Path(__file__).with_name("dask_tasks.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[spec.name] = module  # importable here, not on the workers
+    slides = _slides(tmp_path)[:2]
+    try:
+        with LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None
+        ) as cluster:
+            results = run_per_slide(
+                module.fake_slide_task, slides, scheduler=cluster.scheduler_address
+            )
+    finally:
+        del sys.modules[spec.name]
+    assert [r.ok for r in results] == [False, False]
+    assert {r.error for r in results} == {"ModuleNotFoundError"}
+    assert all("rnafm_test_unimportable" in r.reason for r in results)

@@ -149,3 +149,36 @@ def test_rank_seed_differs_per_rank() -> None:
         ddp.rank_seed(3, ddp.DistContext(rank=r, world_size=4, is_main=r == 0)) for r in range(4)
     }
     assert len(seeds) == 4
+
+
+def test_flow_matching_step_equals_the_two_calls() -> None:
+    pytest.importorskip("rnafm.model")
+    from rnafm.distributed import FlowMatchingStep
+    from rnafm.flow import flow_matching_loss
+    from rnafm.model import ModelConfig, build_model
+    from rnafm.pathways import PathwayTokens
+
+    tokens = PathwayTokens(
+        genes=[f"G{i}" for i in range(11)],
+        names=["p0", "p1", "background_0"],
+        members=[np.arange(0, 5), np.arange(3, 8), np.arange(8, 11)],
+        is_background=np.array([False, False, True]),
+    )
+    torch.manual_seed(0)
+    model = build_model(
+        tokens,
+        feature_dim=5,
+        n_clusters=3,
+        config=ModelConfig(hidden=8, depth=1, heads=2, image_heads=2),
+    )
+    gen = torch.Generator().manual_seed(1)
+    clusters, sizes = torch.randn(4, 3, 5, generator=gen), torch.rand(4, 3, generator=gen) + 1
+    drop = torch.tensor([False, True, False, False])
+    x1 = torch.randn(4, 11, generator=gen)
+    step = FlowMatchingStep(model)
+    got = step(clusters, sizes, drop, x1, generator=torch.Generator().manual_seed(2))
+    cond = model.encode_condition(clusters, sizes, drop)
+    want = flow_matching_loss(model, x1, cond, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert all(p.grad is not None for p in model.parameters())  # DDP needs every parameter used

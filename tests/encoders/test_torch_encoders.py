@@ -140,7 +140,12 @@ def test_parse_encoder_names():
 
 
 def test_every_registered_encoder_builds_and_encodes(resnet50_weights, resnet18_weights, tiny_uni):
-    weights = {"builtin": None, "resnet50": resnet50_weights[0], "timm": resnet18_weights[0], "uni": tiny_uni[0]}
+    weights = {
+        "builtin": None,
+        "resnet50": resnet50_weights[0],
+        "timm": resnet18_weights[0],
+        "uni": tiny_uni[0],
+    }
     specs = {"builtin": "builtin", "resnet50": "resnet50", "timm": "timm:resnet18", "uni": "uni"}
     assert set(list_encoders()) == set(weights)
     for name in list_encoders():

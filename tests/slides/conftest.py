@@ -11,7 +11,9 @@ import pytest
 GLASS = (244, 243, 246)
 
 
-def he_image(height: int, width: int, *, box: tuple[int, int, int, int], seed: int = 0) -> np.ndarray:
+def he_image(
+    height: int, width: int, *, box: tuple[int, int, int, int], seed: int = 0
+) -> np.ndarray:
     """Synthetic H&E: white glass, pink tissue inside ``box`` (x0, y0, x1, y1) with purple nuclei.
 
     The left half of the tissue is nuclei-dense, the right half stroma-like.
@@ -32,7 +34,9 @@ def he_image(height: int, width: int, *, box: tuple[int, int, int, int], seed: i
         r = 6
         sl = (slice(max(0, y - r), y + r + 1), slice(max(0, x - r), x + r + 1))
         nuc[sl] |= (yy[sl] - y) ** 2 + (xx[sl] - x) ** 2 <= r * r
-    pink[nuc] = np.array([85, 55, 140], np.float32) + rng.normal(0, 8, (int(nuc.sum()), 3)).astype(np.float32)
+    pink[nuc] = np.array([85, 55, 140], np.float32) + rng.normal(0, 8, (int(nuc.sum()), 3)).astype(
+        np.float32
+    )
     img[y0:y1, x0:x1] = np.clip(pink, 0, 255).astype(np.uint8)
     return img
 
@@ -47,13 +51,18 @@ def write_pyramid(
     for _ in range(levels - 1):
         a = pyramid[-1]
         h, w = a.shape[0] // 2 * 2, a.shape[1] // 2 * 2
-        pyramid.append(a[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)).astype(np.uint8))
+        pyramid.append(
+            a[:h, :w].reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3)).astype(np.uint8)
+        )
     with tifffile.TiffWriter(path) as tw:
         for i, lvl in enumerate(pyramid):
             kw = {}
             if mpp is not None:
                 f = image.shape[1] / lvl.shape[1]
-                kw = {"resolution": (1e4 / (mpp * f), 1e4 / (mpp * f)), "resolutionunit": "CENTIMETER"}
+                kw = {
+                    "resolution": (1e4 / (mpp * f), 1e4 / (mpp * f)),
+                    "resolutionunit": "CENTIMETER",
+                }
             if subifds and i == 0:
                 kw["subifds"] = levels - 1
             tw.write(

@@ -27,23 +27,44 @@ def slides(tmp_path, slide_20x, cmu_svs):
 def test_tile_then_extract_with_a_broken_slide(slides, tmp_path):
     out = tmp_path / "out"
     runner = CliRunner()
-    res = runner.invoke(cli, ["tile", str(slides), "--out", str(out), "--mag", "20", "--no-progress"])
+    res = runner.invoke(
+        cli, ["tile", str(slides), "--out", str(out), "--mag", "20", "--no-progress"]
+    )
     assert res.exit_code == 1, res.output
     assert "1 slide(s) failed" in res.output
     assert sorted(p.name for p in (out / "tiles").glob("*.h5")) == ["s20.h5", "z_cmu.h5"]
     assert (out / "thumbnails" / "z_cmu.png").exists()
     failures = json.loads((out / "failures.json").read_text())["failures"]
     assert [f["slide_id"] for f in failures] == ["broken"]
-    res = runner.invoke(cli, ["extract", "--tiles", str(out / "tiles"), "--out", str(out), "--workers", "0", "--no-progress"])
+    res = runner.invoke(
+        cli,
+        [
+            "extract",
+            "--tiles",
+            str(out / "tiles"),
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output  # exit status reflects this run only
-    assert sorted(p.name for p in (out / "features" / "builtin").glob("*.h5")) == ["s20.h5", "z_cmu.h5"]
+    assert sorted(p.name for p in (out / "features" / "builtin").glob("*.h5")) == [
+        "s20.h5",
+        "z_cmu.h5",
+    ]
 
 
 def test_bad_options_are_usage_errors(slides, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(cli, ["tile", str(slides), "--out", str(tmp_path), "--mag", "20", "--mpp", "0.5"])
+    res = runner.invoke(
+        cli, ["tile", str(slides), "--out", str(tmp_path), "--mag", "20", "--mpp", "0.5"]
+    )
     assert res.exit_code == 2 and "either" in res.output
-    res = runner.invoke(cli, ["extract", "--tiles", str(slides), "--out", str(tmp_path), "--encoder", "clip"])
+    res = runner.invoke(
+        cli, ["extract", "--tiles", str(slides), "--out", str(tmp_path), "--encoder", "clip"]
+    )
     assert res.exit_code == 2 and "unknown encoder" in res.output
 
 
@@ -52,7 +73,17 @@ def test_preprocess_console_script_feeds_training(slides, tmp_path):
     out = tmp_path / "out"
     exe = Path(sys.executable).parent / "rnafm"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rnafm"]
-    args = ["preprocess", str(slides), "--out", str(out), "--workers", "0", "--no-progress", "--max-tiles", "12"]
+    args = [
+        "preprocess",
+        str(slides),
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+        "--max-tiles",
+        "12",
+    ]
     res = subprocess.run(cmd + args, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr
     assert "features: " in res.stdout

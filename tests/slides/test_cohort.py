@@ -31,7 +31,11 @@ def test_corrupt_slide_in_the_middle_does_not_stop_the_cohort(cohort_dir, tmp_pa
     out = tmp_path / "out"
     report = tile_slides(cohort_dir, out, CFG)
     status = {j.slide_id: j.status for j in report.jobs}
-    assert status == {"a_40x": JobStatus.DONE, "b_corrupt": JobStatus.FAILED, "c_20x": JobStatus.DONE}
+    assert status == {
+        "a_40x": JobStatus.DONE,
+        "b_corrupt": JobStatus.FAILED,
+        "c_20x": JobStatus.DONE,
+    }
     assert not report.ok
     failures = json.loads((out / "failures.json").read_text())["failures"]
     assert [f["slide_id"] for f in failures] == ["b_corrupt"]
@@ -41,7 +45,11 @@ def test_corrupt_slide_in_the_middle_does_not_stop_the_cohort(cohort_dir, tmp_pa
     shutil.copy(cmu_svs, cohort_dir / "b_corrupt.svs")
     report2 = tile_slides(cohort_dir, out, CFG)
     status = {j.slide_id: j.status for j in report2.jobs}
-    assert status == {"a_40x": JobStatus.SKIPPED, "b_corrupt": JobStatus.DONE, "c_20x": JobStatus.SKIPPED}
+    assert status == {
+        "a_40x": JobStatus.SKIPPED,
+        "b_corrupt": JobStatus.DONE,
+        "c_20x": JobStatus.SKIPPED,
+    }
     assert json.loads((out / "failures.json").read_text())["failures"] == []
 
 
@@ -66,7 +74,10 @@ def test_resume_after_interrupted_run(cohort_dir, tmp_path, monkeypatch):
     assert not list((out / "tiles" / ".locks").glob("*.lock"))  # lock released
     monkeypatch.setattr(cohort_mod, "tile_slide", real)
     report = tile_slides(cohort_dir, out, CFG)
-    assert {j.slide_id: j.status for j in report.jobs} == {"a_40x": JobStatus.SKIPPED, "c_20x": JobStatus.DONE}
+    assert {j.slide_id: j.status for j in report.jobs} == {
+        "a_40x": JobStatus.SKIPPED,
+        "c_20x": JobStatus.DONE,
+    }
     assert (out / "tiles" / "a_40x.h5").read_bytes() == first
     # a different tiling setting makes the old file stale: redone, not skipped
     report = tile_slides(cohort_dir, out, TilingConfig(magnification=10, progress=False))
@@ -87,7 +98,9 @@ def test_stale_lock_of_a_dead_process_is_broken(tmp_path):
     locks.mkdir()
     import socket
 
-    (locks / "s.lock").write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "time": 0}))
+    (locks / "s.lock").write_text(
+        json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "time": 0})
+    )
     with slide_lock(locks, "s") as p:
         assert json.loads(p.read_text())["pid"] == os.getpid()
     assert not (locks / "s.lock").exists()
@@ -98,7 +111,11 @@ def test_resolve_slides_from_csv_folders_and_files(cohort_dir, tmp_path):
     csv.write_text("wsi_file_name,patient_id\na_40x.tiff,P1\nc_20x,P2\nmissing.svs,P3\n")
     got = resolve_slides([csv])
     assert [p.name for p in got] == ["a_40x.tiff", "c_20x.tiff", "missing.svs"]
-    assert [p.name for p in resolve_slides([cohort_dir])] == ["a_40x.tiff", "b_corrupt.svs", "c_20x.tiff"]
+    assert [p.name for p in resolve_slides([cohort_dir])] == [
+        "a_40x.tiff",
+        "b_corrupt.svs",
+        "c_20x.tiff",
+    ]
     with pytest.raises(InputError, match="wsi_file_name"):
         (tmp_path / "bad.csv").write_text("slide\nx\n")
         resolve_slides([tmp_path / "bad.csv"])

@@ -24,7 +24,9 @@ def tiled(tmp_path_factory, slide_40x, slide_20x):
     (root / "slides").mkdir()
     shutil.copy(slide_40x, root / "slides" / "a.tiff")
     shutil.copy(slide_20x, root / "slides" / "b.tiff")
-    report = tile_slides(root / "slides", root / "out", TilingConfig(magnification=20, progress=False))
+    report = tile_slides(
+        root / "slides", root / "out", TilingConfig(magnification=20, progress=False)
+    )
     assert report.ok
     return root
 
@@ -39,7 +41,9 @@ def test_builtin_features_follow_tile_order(tiled, tmp_path, workers):
     assert sorted(files) == ["a", "b"]
     sf = read_features(files["a"])
     assert sf.attrs["encoder"] == "builtin" and sf.attrs["patch_size_level0"] == 512
-    assert sf.attrs["target_magnification"] == 20.0 and sf.attrs["level0_mpp"] == pytest.approx(0.25)
+    assert sf.attrs["target_magnification"] == 20.0 and sf.attrs["level0_mpp"] == pytest.approx(
+        0.25
+    )
     assert sf.features.dtype == np.float32 and sf.coords.dtype == np.int64
     # row i encodes the tile at coords[i]: recompute rows directly (b: level 0, exact; a: level 1,
     # where strip offsets may differ from OpenSlide's by a pixel, so match by nearest row)
@@ -52,7 +56,9 @@ def test_builtin_features_follow_tile_order(tiled, tmp_path, workers):
                 tile = np.asarray(s.read_region((x, y), level, (size, size)))
                 want = enc.model(enc.transform(tile)[None])[0].numpy()
                 if exact:
-                    np.testing.assert_allclose(sf.features[i], want, atol=2e-4)  # float32 sums vary by batch
+                    np.testing.assert_allclose(
+                        sf.features[i], want, atol=2e-4
+                    )  # float32 sums vary by batch
                 else:
                     assert np.linalg.norm(sf.features - want, axis=1).argmin() == i
 
@@ -68,10 +74,15 @@ def test_resume_skips_finished_and_redoes_stale(tiled, tmp_path):
     # new tiles for b (different max-tiles): its features are recomputed
     tiles2 = tmp_path / "tiles2"
     shutil.copytree(tiled / "out" / "tiles", tiles2)
-    tile_slides(tiled / "slides" / "b.tiff", tmp_path / "t", TilingConfig(max_tiles=3, progress=False))
+    tile_slides(
+        tiled / "slides" / "b.tiff", tmp_path / "t", TilingConfig(max_tiles=3, progress=False)
+    )
     shutil.copy(tmp_path / "t" / "tiles" / "b.h5", tiles2 / "b.h5")
     report = extract_features(tiles2, out, cfg)
-    assert {j.slide_id: j.status for j in report.jobs} == {"a": JobStatus.SKIPPED, "b": JobStatus.DONE}
+    assert {j.slide_id: j.status for j in report.jobs} == {
+        "a": JobStatus.SKIPPED,
+        "b": JobStatus.DONE,
+    }
     assert read_features(out / "features" / "builtin" / "b.h5").features.shape[0] == 3
 
 
@@ -86,11 +97,16 @@ def test_missing_slide_is_a_failure_and_slides_dir_finds_moved_ones(tiled, tmp_p
         f.attrs["slide_path"] = str(tmp_path / "gone" / "a.tiff")
     out = tmp_path / "o"
     report = extract_features(tiles, out, ExtractConfig(workers=0, progress=False))
-    assert {j.slide_id: j.status for j in report.jobs} == {"a": JobStatus.FAILED, "b": JobStatus.DONE}
+    assert {j.slide_id: j.status for j in report.jobs} == {
+        "a": JobStatus.FAILED,
+        "b": JobStatus.DONE,
+    }
     failure = json.loads((out / "failures.json").read_text())["failures"][0]
     assert failure["stage"] == "extract" and "--slides-dir" in failure["reason"]
     shutil.copy(tiled / "slides" / "a.tiff", moved / "a.tiff")
-    report = extract_features(tiles, out, ExtractConfig(workers=0, progress=False, slides_dir=moved))
+    report = extract_features(
+        tiles, out, ExtractConfig(workers=0, progress=False, slides_dir=moved)
+    )
     assert report.ok
     assert json.loads((out / "failures.json").read_text())["failures"] == []
 
@@ -100,7 +116,13 @@ def test_timm_encoder_end_to_end(tiled, tmp_path):
 
     net = timm.create_model("resnet10t", pretrained=False, num_classes=0)
     torch.save(net.state_dict(), tmp_path / "w.pth")
-    cfg = ExtractConfig(encoder="timm:resnet10t", weights=tmp_path / "w.pth", workers=0, batch_size=8, progress=False)
+    cfg = ExtractConfig(
+        encoder="timm:resnet10t",
+        weights=tmp_path / "w.pth",
+        workers=0,
+        batch_size=8,
+        progress=False,
+    )
     report = extract_features(tiled / "out" / "tiles", tmp_path / "o", cfg, slides=["b"])
     assert report.ok and len(report.jobs) == 1
     sf = read_features(tmp_path / "o" / "features" / "timm-resnet10t" / "b.h5")

@@ -46,7 +46,9 @@ def test_otsu_matches_skimage():
 def test_tile_fractions_match_brute_force():
     rng = np.random.default_rng(2)
     m = rng.random((37, 53)) > 0.5
-    tm = TissueMask(mask=m, image=np.zeros((37, 53, 3), np.uint8), downsample=(8.0, 8.0), threshold=0.1)
+    tm = TissueMask(
+        mask=m, image=np.zeros((37, 53, 3), np.uint8), downsample=(8.0, 8.0), threshold=0.1
+    )
     coords = np.array([[0, 0], [16, 24], [100, 40], [8 * 45, 8 * 29], [3, 5]], dtype=np.int64)
     got = tile_fractions(tm, coords, 64)
     for (x, y), g in zip(coords.tolist(), got, strict=True):

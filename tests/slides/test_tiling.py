@@ -31,7 +31,12 @@ def test_40x_slide_at_20x_reads_512_px_from_level_1(slide_40x, tissue_box, tmp_p
     # coordinates against the mask: every kept tile mostly on tissue, every full tissue tile kept
     frac = _box_fraction(c, 512, tissue_box)
     assert frac.min() >= 0.4
-    grid = grid_coords((3301, 2603), plan_grid(open_slide(slide_40x), open_slide(slide_40x).scale(), patch_size=256, magnification=20))
+    grid = grid_coords(
+        (3301, 2603),
+        plan_grid(
+            open_slide(slide_40x), open_slide(slide_40x).scale(), patch_size=256, magnification=20
+        ),
+    )
     full = grid[_box_fraction(grid, 512, tissue_box) >= 0.99]
     assert {tuple(x) for x in full.tolist()} <= {tuple(x) for x in c.tolist()}
     empty = grid[_box_fraction(grid, 512, tissue_box) <= 0.2]
@@ -39,7 +44,13 @@ def test_40x_slide_at_20x_reads_512_px_from_level_1(slide_40x, tissue_box, tmp_p
     # the written file: TRIDENT attributes on the coords dataset and the root
     with h5py.File(tmp_path / "tiles" / "s40.h5") as f:
         assert f["coords"].dtype == np.int64 and f["coords"].shape == c.shape
-        for key in ("patch_size", "patch_size_level0", "target_magnification", "level0_magnification", "level0_mpp"):
+        for key in (
+            "patch_size",
+            "patch_size_level0",
+            "target_magnification",
+            "level0_magnification",
+            "level0_mpp",
+        ):
             assert key in f["coords"].attrs and key in f.attrs
     assert (tmp_path / "thumbnails" / "s40.png").stat().st_size > 1000
 
@@ -62,7 +73,10 @@ def test_same_tissue_at_20x_and_40x_gives_the_same_tiles(slide_40x, slide_20x, t
     assert diff < 12  # same physical field of view (JPEG and resampling noise only)
 
 
-@pytest.mark.parametrize(("mpp", "size0", "level", "read"), [(0.5, 512, 1, 256), (1.0, 1024, 2, 256), (0.25, 256, 0, 256)])
+@pytest.mark.parametrize(
+    ("mpp", "size0", "level", "read"),
+    [(0.5, 512, 1, 256), (1.0, 1024, 2, 256), (0.25, 256, 0, 256)],
+)
 def test_target_mpp(slide_40x, mpp, size0, level, read):
     with open_slide(slide_40x) as s:
         g = plan_grid(s, s.scale(), patch_size=256, mpp=mpp)
@@ -79,12 +93,31 @@ def test_strip_reader_matches_per_tile_reads_with_overlap(slide_40x):
         for idx, tiles, (mean, std) in read_tiles(s, g, coords[::-1], workers=2, stats=True):
             got[len(coords) - 1 - idx] = tiles
             seen.extend(idx.tolist())
-            grey = tiles[:, ::2, ::2].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-            assert mean == pytest.approx(grey.reshape(len(idx), -1).mean(1), rel=1e-4)
+            grey = tiles[:, ::4, ::4].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+            flat = grey.reshape(len(idx), -1)
+            assert mean == pytest.approx(flat.mean(1), rel=1e-4)
+            assert std == pytest.approx(flat.std(1), rel=1e-3, abs=1e-3)
         assert sorted(seen) == list(range(len(coords)))
         for k in (0, 37, 99):
             x, y = coords[k]
             np.testing.assert_array_equal(got[k], s.read_region((x, y), 0, (96, 96)))
+
+
+def test_stats_only_fast_path_matches_tile_stats(slide_40x):
+    from rnafm.slides.reader import tile_stats
+
+    with open_slide(slide_40x) as s:
+        g = plan_grid(s, s.scale(), patch_size=128, magnification=40)
+        coords = grid_coords(s.dimensions, g)[::3]
+        fast = {}
+        for idx, tiles, (mean, std) in read_tiles(s, g, coords, workers=2, stats=True, pixels=False):
+            assert tiles is None
+            fast.update(zip(idx.tolist(), zip(mean.tolist(), std.tolist(), strict=True), strict=True))
+        for idx, tiles, _ in read_tiles(s, g, coords, workers=1):
+            mean, std = tile_stats(tiles)
+            for k, m, sd in zip(idx.tolist(), mean, std, strict=True):
+                assert fast[k] == pytest.approx((m, sd), rel=1e-4, abs=1e-3)
+    assert len(fast) == len(coords)
 
 
 def test_max_tiles_sampling_is_reproducible(slide_40x, tmp_path):
@@ -100,7 +133,9 @@ def test_max_tiles_sampling_is_reproducible(slide_40x, tmp_path):
 
 
 def test_blank_tiles_dropped_by_qc(slide_40x, tissue_box):
-    res = tile_slide(slide_40x, None, TilingConfig(magnification=20, min_tissue_fraction=0.0, progress=False))
+    res = tile_slide(
+        slide_40x, None, TilingConfig(magnification=20, min_tissue_fraction=0.0, progress=False)
+    )
     assert res.n_candidates > len(res.coords)  # glass tiles were candidates but failed QC
     assert _box_fraction(res.coords, 512, tissue_box).min() > 0.05
 

@@ -80,3 +80,19 @@ def test_unopenable_files_raise_slide_error(tmp_path, cmu_svs):
     txt.write_text("hello")
     with pytest.raises(SlideError, match="notes.tiff"):
         open_slide(txt)
+
+
+def test_fast_reader_matches_public_openslide_api(slide_40x, monkeypatch):
+    from rnafm.slides import wsi
+
+    with open_slide(slide_40x) as s:
+        fast = s.read_region((3301 - 40, 17), 0, (64, 33))  # half outside the slide
+        fast1 = s.read_region((1000, 1000), 1, (50, 21))
+        monkeypatch.setattr(wsi, "_lowlevel_read", lambda: None)
+        slow = s.read_region((3301 - 40, 17), 0, (64, 33))
+        slow1 = s.read_region((1000, 1000), 1, (50, 21))
+        pil = np.asarray(s._osr.read_region((1000, 1000), 1, (50, 21)))[..., :3]
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(fast1, slow1)
+    np.testing.assert_array_equal(fast1, pil)
+    assert (fast[:, 40:] == 255).all()

@@ -16,6 +16,7 @@ from typing import Any
 
 __all__ = [
     "DistContext",
+    "FlowMatchingStep",
     "PatientDistributedSampler",
     "Scheduler",
     "SlideResult",
@@ -27,6 +28,7 @@ __all__ = [
     "in_sync",
     "load_checkpoint",
     "main_process_first",
+    "preprocess_distributed",
     "rank_seed",
     "run_per_slide",
     "save_checkpoint",
@@ -37,6 +39,8 @@ __all__ = [
 ]
 
 _WHERE = {name: "ddp" for name in __all__}
+_WHERE["FlowMatchingStep"] = "step"
+_WHERE["preprocess_distributed"] = "preprocess"
 _WHERE.update(
     {
         name: "dask_runner"

@@ -71,11 +71,20 @@ def failure_records(results: Sequence[SlideResult]) -> list[dict[str, Any]]:
     return [r.to_record() for r in results if not r.ok]
 
 
-def _run_one(func: Callable[[str], Any], slide: str) -> SlideResult:
-    """Run ``func(slide)`` on a worker; any exception becomes a failure record."""
+def _run_one(func: Callable[[str], Any] | bytes, slide: str) -> SlideResult:
+    """Run ``func(slide)``; any exception becomes a failure record.
+
+    ``func`` may come as cloudpickle bytes (how the Dask path sends it), so a function that
+    cannot be loaded on a worker fails its slides with a clear reason instead of killing the
+    worker.
+    """
     start = time.perf_counter()
     where = f"{socket.gethostname()}:{os.getpid()}"
     try:
+        if isinstance(func, bytes):
+            import cloudpickle
+
+            func = cloudpickle.loads(func)
         value = func(slide)
     except Exception as e:  # noqa: BLE001 - the per-slide failure boundary: record it, go on
         return SlideResult(
@@ -90,11 +99,11 @@ def _run_one(func: Callable[[str], Any], slide: str) -> SlideResult:
     return SlideResult(slide, True, value, seconds=time.perf_counter() - start, worker=where)
 
 
-def _check_picklable(func: Callable[[str], Any]) -> None:
+def _pickled(func: Callable[[str], Any]) -> bytes:
     import cloudpickle
 
     try:
-        cloudpickle.dumps(func)
+        return cloudpickle.dumps(func)
     except Exception as e:  # noqa: BLE001 - any pickling failure means the same fix
         raise InputError(
             f"the per-slide function {func!r} cannot be sent to Dask workers ({e}); use a "
@@ -212,7 +221,7 @@ def run_per_slide(
                 _log_done(out[-1], i, len(paths))
                 advance()
         return out
-    _check_picklable(func)
+    blob = _pickled(func)
     from distributed import as_completed
 
     start = time.perf_counter()
@@ -228,7 +237,7 @@ def run_per_slide(
         _progress(progress, len(paths)) as advance,
     ):
         futures = {
-            client.submit(_run_one, func, path, pure=False, retries=retries): i
+            client.submit(_run_one, blob, path, pure=False, retries=retries): i
             for i, path in enumerate(paths)
         }
         for done, future in enumerate(as_completed(futures), 1):

@@ -16,11 +16,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from rnafm import __version__
 from rnafm._io import atomic_path, write_json
 from rnafm.errors import InputError
-from rnafm.evaluate.calibration import LEVELS, conformal_quantiles, coverage, uncertainty_metrics
+from rnafm.evaluate.calibration import (
+    LEVELS,
+    conformal_quantiles,
+    coverage,
+    crps_gaussian,
+    gaussian_interval,
+    reliability_curve,
+    uncertainty_metrics,
+)
 from rnafm.evaluate.metrics import (
     TOP_K,
     gene_metrics,
@@ -211,6 +220,32 @@ def _conformal_q(pred: PredictionFile, val: Evaluation | None, levels) -> np.nda
     return None
 
 
+def _model_calibrated(pred: PredictionFile, y: np.ndarray, levels) -> dict | None:
+    """Coverage of the model's own (calibrated) intervals at every level.
+
+    A stored interval mean -/+ q std at level l implies the Gaussian scale c = q / z_l of the std;
+    the intervals at other levels are mean -/+ z c std (as ``rnafm predict --level``).
+    """
+    if pred.std is None:
+        return None
+    z = stats.norm.ppf(0.5 + pred.level / 2)
+    ok = pred.std > 1e-12
+    if not ok.any():
+        return None
+    c = float(np.median(((pred.upper - pred.lower) / 2)[ok] / (z * pred.std[ok])))
+    if not np.isfinite(c) or c <= 0:
+        return None
+    std = pred.std * c
+    return {
+        "std_scale": c,
+        "coverage": {
+            f"{lv:g}": coverage(y, *gaussian_interval(pred.mean, std, lv)) for lv in levels
+        },
+        "crps_gaussian": float(np.mean(crps_gaussian(y, pred.mean, std))),
+        "reliability": reliability_curve(y, mean=pred.mean, std=std),
+    }
+
+
 def evaluate_predictions(
     predictions: str | os.PathLike[str] | PredictionFile,
     reference: Any = None,
@@ -310,6 +345,7 @@ def evaluate_predictions(
             "level": pred.level,
             "coverage": coverage(y, pred.lower, pred.upper),
         }
+        summary["uncertainty"]["model_calibrated"] = _model_calibrated(pred, y, levels)
     ev = Evaluation(summary=summary, genes=table, pathways=None, y=y, pred=pred)
     _pathway_level(ev, _gene_sets(gene_sets or pred.info.get("gene_sets")), d, levels, ks)
     if out is not None:

@@ -203,7 +203,9 @@ class _ChunkDataset:
         for idx, tiles, _ in read_tiles(self._slide, self._grid, part, workers=1):
             for k, t in zip(idx.tolist(), tiles, strict=True):
                 out[k] = self.transform(t)
-        return torch.stack(out), torch.arange(lo, lo + len(part))  # (n, ...), (n,)
+        # np.stack, not torch.stack: torch's threaded copy stalls on busy machines
+        batch = torch.from_numpy(np.stack([t.numpy() for t in out]))  # (n, ...)
+        return batch, torch.arange(lo, lo + len(part))  # (n, ...), (n,)
 
 
 def extract_slide(
@@ -263,6 +265,8 @@ def extract_slide(
             feats[index.numpy()] = y
             if progress is not None:
                 progress(len(index))
+    if dataset._slide is not None:  # opened in this process when workers == 0
+        dataset._slide.close()
     if not np.isfinite(feats).all():
         raise SlideError(
             f"{tile_file}: the encoder produced NaN/inf features; try --precision fp32"

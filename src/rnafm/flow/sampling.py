@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from rnafm.flow.solvers import Solver, integrate
-
-if TYPE_CHECKING:
-    from rnafm.model import Condition
+from rnafm.flow.solvers import Solver, VelocityFn, integrate
+from rnafm.model.condition import Condition
 
 __all__ = ["SamplerConfig", "guided_velocity", "sample"]
 
@@ -30,13 +26,13 @@ class SamplerConfig(BaseModel):
     rtol: float = Field(1e-5, gt=0, description="Relative tolerance of dopri5.")
 
 
-def guided_velocity(model: torch.nn.Module, cond: Condition, null: Condition, guidance: float):
+def guided_velocity(
+    model: torch.nn.Module, cond: Condition, null: Condition, guidance: float
+) -> VelocityFn:
     """Velocity closure v(t, x) = v_null + w (v_cond - v_null), one batched forward per call.
 
     The conditions are concatenated here, once; each call runs the model on [x; x].
     """
-    from rnafm.model.condition import Condition as _Condition
-
     b = cond.batch_size
     if guidance == 1.0:
 
@@ -44,9 +40,11 @@ def guided_velocity(model: torch.nn.Module, cond: Condition, null: Condition, gu
             return model(x, t.expand(b), cond)  # (B, G)
 
         return v_cond
+    if null.batch_size == 1 and b > 1:
+        null = null.repeat(b)
     if null.batch_size != b:
-        null = null.repeat(b) if null.batch_size == 1 else null
-    both = _Condition.cat([cond, null])  # (2B, ...)
+        raise ValueError(f"null condition has {null.batch_size} rows, expected 1 or {b}")
+    both = Condition.cat([cond, null])  # (2B, ...)
 
     def v_guided(t: Tensor, x: Tensor) -> Tensor:
         v = model(torch.cat([x, x], 0), t.expand(2 * b), both)  # (2B, G)

@@ -14,6 +14,7 @@ change the result. The loop path walks the tokens one by one over the very same 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -116,6 +117,16 @@ class TokenLayout:
         return np.bincount(np.concatenate(self.members), minlength=self.n_genes)
 
 
+def _full_precision(x: Tensor) -> contextlib.AbstractContextManager:
+    """Turn autocast off: the gene ops stay in the weights' precision (float32 or float64)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def _wide(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """Cast half-precision activations up to the weights' dtype; leave others alone."""
+    return x.to(dtype) if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def _uniform_(t: Tensor, bound: float) -> None:
     with torch.no_grad():
         t.uniform_(-bound, bound)
@@ -145,10 +156,9 @@ class GeneTokenEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map gene values x (B, G) to token embeddings (B, T, H) in slot order."""
-        if self.implementation is Implementation.LOOP:
-            h = self._loop(x)  # (B, T, H)
-        else:
-            h = self._fast(x)  # (B, T, H)
+        with _full_precision(x):  # weight-bandwidth bound: casting weights would cost more
+            x = _wide(x, self.weight[0].dtype)  # (B, G)
+            h = self._loop(x) if self.implementation is Implementation.LOOP else self._fast(x)
         return self.out(self.act(h))  # (B, T, H)
 
     def _fast(self, x: Tensor) -> Tensor:
@@ -220,9 +230,12 @@ class GeneTokenHeads(nn.Module):
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         """Map token states h (B, T, H) and conditioning c (B, H) to gene values (B, G)."""
-        if self.implementation is Implementation.LOOP:
-            return self._loop(h, c)
-        return self._fast(h, c)
+        with _full_precision(h):
+            dtype = self.count.dtype
+            h, c = _wide(h, dtype), _wide(c, dtype)  # (B, T, H), (B, H)
+            if self.implementation is Implementation.LOOP:
+                return self._loop(h, c)
+            return self._fast(h, c)
 
     def _modulated(self, h: Tensor, c: Tensor) -> Tensor:
         cs = F.silu(c)  # (B, H)

@@ -127,7 +127,26 @@ def reliability_diagram(evals: Mapping[str, Evaluation]) -> Figure:
             continue
         c = _COLORS[i % len(_COLORS)]
         rel = u["reliability"]
-        ax.plot(rel["nominal"], rel["observed"], "o-", color=c, ms=3, label=name)
+        ax.plot(
+            rel["nominal"],
+            rel["observed"],
+            "o-",
+            color=c,
+            ms=3,
+            label=f"{name} ({u.get('interval_source', '')})",
+        )
+        cal = u.get("model_calibrated")
+        if cal:
+            rel = cal["reliability"]
+            ax.plot(
+                rel["nominal"],
+                rel["observed"],
+                "^--",
+                color=c,
+                ms=3,
+                lw=1,
+                label=f"{name} (model's calibrated intervals)",
+            )
         if "coverage_conformal" in u:
             lv = [float(k) for k in u["coverage_conformal"]]
             ax.plot(

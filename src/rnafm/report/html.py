@@ -141,6 +141,8 @@ def _summary_rows(evals: Mapping[str, Any]) -> list[dict[str, Any]]:
             row[f"{label} r (val-ranked)"] = tk["ranked_by_validation"].get(key)
         row[f"{label} r (test-ranked)"] = tk["ranked_by_test"].get(key)
         row["coverage 90%"] = u["coverage"].get("0.9") if u else None
+        cal = (u or {}).get("model_calibrated") or {}
+        row["coverage 90% (model intervals)"] = cal.get("coverage", {}).get("0.9")
         row["coverage 90% (conformal)"] = (
             (u.get("coverage_conformal") or {}).get("0.9") if u else None
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rnafm.errors import SlideError
-from rnafm.slides.wsi import Slide, SlideScale
+from rnafm.slides.wsi import Slide, SlideScale, bgra_to_rgb
 
 __all__ = ["TileGrid", "plan_grid", "grid_coords", "read_tiles", "tile_stats"]
 
@@ -85,7 +85,7 @@ def grid_coords(dimensions: tuple[int, int], grid: TileGrid) -> np.ndarray:
 
 
 def tile_stats(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of the grey level of each tile (on every other pixel).
+    """Mean and standard deviation of the grey level of each tile (on every 4th pixel).
 
     Parameters
     ----------
@@ -97,8 +97,8 @@ def tile_stats(tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean, std
         float32 ``(n,)`` each, grey levels in [0, 255].
     """
-    sub = tiles[:, ::2, ::2].astype(np.float32)  # (n, h/2, w/2, 3)
-    grey = sub @ np.array([0.299, 0.587, 0.114], dtype=np.float32)  # (n, h/2, w/2)
+    sub = tiles[:, ::4, ::4].astype(np.float32)  # (n, h/4, w/4, 3)
+    grey = 0.299 * sub[..., 0] + 0.587 * sub[..., 1] + 0.114 * sub[..., 2]  # (n, h/4, w/4)
     flat = grey.reshape(len(tiles), -1)
     return flat.mean(axis=1), flat.std(axis=1)
 
@@ -116,33 +116,49 @@ def _runs(coords: np.ndarray, stride0: int) -> list[np.ndarray]:
     return runs
 
 
-def _read_run(slide: Slide, grid: TileGrid, coords: np.ndarray, *, stats: bool):
+def _strip_stats(strip: np.ndarray, n: int, rs: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`tile_stats` of ``n`` abutting tiles straight from a BGRA strip (no tile copies)."""
+    sub = strip[::4, ::4].astype(np.float32)  # (rs/4, n rs/4, 4) BGRA
+    grey = 0.114 * sub[..., 0] + 0.587 * sub[..., 1] + 0.299 * sub[..., 2]
+    per = grey.reshape(grey.shape[0], n, -1).transpose(1, 0, 2).reshape(n, -1)  # (n, pixels)
+    return per.mean(axis=1), per.std(axis=1)
+
+
+def _read_run(
+    slide: Slide, grid: TileGrid, coords: np.ndarray, *, stats: bool, pixels: bool = True
+):
     from PIL import Image
 
     x_first, y = int(coords[0, 0]), int(coords[0, 1])
     lds = grid.level_downsample
     offsets = np.round((coords[:, 0] - x_first) / lds).astype(np.int64)
     width = int(offsets[-1]) + grid.read_size
-    strip = slide.read_region((x_first, y), grid.level, (width, grid.read_size))  # (rs, width, 3)
+    strip = slide.read_bgra((x_first, y), grid.level, (width, grid.read_size))  # (rs, width, 4)
     rs, ps = grid.read_size, grid.patch_size
-    if np.all(offsets == np.arange(len(offsets)) * rs):  # abutting tiles: one reshape
-        tiles = strip.reshape(rs, len(offsets), rs, 3).transpose(1, 0, 2, 3)  # (n, rs, rs, 3)
+    if strip[..., 3].min() < 255:  # outside the scanned area: composite over white first
+        strip = np.concatenate([bgra_to_rgb(strip)[..., ::-1], strip[..., 3:]], axis=2)
+    abutting = bool(np.all(offsets == np.arange(len(offsets)) * rs))
+    if not pixels and abutting and rs == ps and rs % 4 == 0:
+        return None, _strip_stats(strip, len(offsets), rs)
+    if abutting:  # one reshape
+        tiles = strip.reshape(rs, len(offsets), rs, 4).transpose(1, 0, 2, 3)  # (n, rs, rs, 4)
     else:
-        tiles = np.stack([strip[:, o : o + rs] for o in offsets])  # (n, rs, rs, 3)
+        tiles = np.stack([strip[:, o : o + rs] for o in offsets])  # (n, rs, rs, 4)
+    tiles = np.ascontiguousarray(tiles[..., 2::-1])  # (n, rs, rs, 3) RGB in one copy
     if rs != ps:
-        tiles = np.stack(
-            [
-                np.asarray(Image.fromarray(t).resize((ps, ps), Image.Resampling.BILINEAR))
-                for t in tiles
-            ]
-        )  # (n, ps, ps, 3)
-    else:
-        tiles = np.ascontiguousarray(tiles)
+        resize = Image.Resampling.BILINEAR
+        tiles = np.stack([np.asarray(Image.fromarray(t).resize((ps, ps), resize)) for t in tiles])
     return tiles, (tile_stats(tiles) if stats else None)
 
 
 def read_tiles(
-    slide: Slide, grid: TileGrid, coords: np.ndarray, *, workers: int = 2, stats: bool = False
+    slide: Slide,
+    grid: TileGrid,
+    coords: np.ndarray,
+    *,
+    workers: int = 2,
+    stats: bool = False,
+    pixels: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]]:
     """Read tiles strip by strip, ``workers`` strips at a time.
 
@@ -156,6 +172,9 @@ def read_tiles(
         Reading threads (OpenSlide releases the GIL while decoding).
     stats:
         Also return :func:`tile_stats` of each batch.
+    pixels:
+        When False (with ``stats``), tiles may be ``None``: only statistics are computed,
+        straight from the decoded strip (the fast path of tiling's quality control).
 
     Yields
     ------
@@ -169,7 +188,7 @@ def read_tiles(
 
     def job(idx: np.ndarray):
         try:
-            return idx, *_read_run(slide, grid, coords[idx], stats=stats)
+            return idx, *_read_run(slide, grid, coords[idx], stats=stats, pixels=pixels)
         except Exception as e:  # noqa: BLE001 - re-raised with the slide named
             raise SlideError(
                 f"{slide.path}: reading tiles failed near {coords[idx[0]].tolist()}: {e}"

@@ -95,7 +95,7 @@ def _qc_and_sample(
     while done < n:
         part = order[done : done + chunk]
         for idx, _tiles, (mean, std) in read_tiles(
-            slide, grid, cand[part], workers=config.workers, stats=True
+            slide, grid, cand[part], workers=config.workers, stats=True, pixels=False
         ):
             good[part[idx]] = _quality(config, mean, std)
             if progress is not None:
@@ -144,6 +144,11 @@ def tile_slide(
             slide, scale, patch_size=config.patch_size, overlap=config.overlap,
             magnification=config.magnification, mpp=config.mpp,
         )  # fmt: skip
+        if grid.size0 < grid.patch_size * 0.95:
+            log.warning(
+                "%s: target finer than the scan (%.3g um/px); tiles are upsampled",
+                sid, scale.mpp,
+            )  # fmt: skip
         if grid.size0 > min(slide.dimensions):
             raise SlideError(f"{slide_path}: slide smaller than one tile ({grid.size0} level-0 px)")
         tissue, overview = detect_tissue(
@@ -258,4 +263,4 @@ def _write_thumbnail(
             [x * fx, y * fy, (x + size0) * fx - 1, (y + size0) * fy - 1], outline=(30, 60, 220)
         )
     with atomic_path(path) as tmp:
-        pil.save(tmp, format="PNG")
+        pil.save(tmp, format="PNG", compress_level=1)

@@ -204,13 +204,28 @@ class Slide:
         numpy.ndarray
             uint8 ``(height, width, 3)``; areas outside the scanned region are white.
         """
-        img = self._osr.read_region((int(location[0]), int(location[1])), int(level), size)
-        rgba = np.asarray(img)  # (h, w, 4)
-        rgb = np.ascontiguousarray(rgba[..., :3])  # (h, w, 3)
-        alpha = rgba[..., 3]
-        if alpha.min() < 255:
-            rgb[alpha == 0] = 255
-        return rgb
+        return bgra_to_rgb(self.read_bgra(location, level, size))
+
+    def read_bgra(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
+        """Raw pixels as OpenSlide renders them: uint8 ``(height, width, 4)`` premultiplied BGRA.
+
+        Decodes straight into a numpy buffer (no PIL round trip); falls back to the public
+        API when the low-level binding is unavailable.
+        """
+        w, h = int(size[0]), int(size[1])
+        fn = _lowlevel_read()
+        if fn is None or w <= 0 or h <= 0:
+            loc = (int(location[0]), int(location[1]))
+            rgba = np.asarray(self._osr.read_region(loc, int(level), (w, h)))
+            a = rgba[..., 3:4].astype(np.uint16)
+            bgr = (rgba[..., 2::-1].astype(np.uint16) * a // 255).astype(np.uint8)  # premultiply
+            return np.concatenate([bgr, rgba[..., 3:4]], axis=2)
+        import ctypes
+
+        buf = np.empty((h, w), dtype=np.uint32)
+        ptr = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32))
+        fn(self._osr._osr, ptr, int(location[0]), int(location[1]), int(level), w, h)
+        return buf.view(np.uint8).reshape(h, w, 4)
 
     # --- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
@@ -229,6 +244,28 @@ class Slide:
 
     def __repr__(self) -> str:
         return f"Slide({str(self.path)!r}, dimensions={self.dimensions}, levels={self.level_count})"
+
+
+def _lowlevel_read() -> Any:
+    """``openslide.lowlevel._read_region`` on little-endian machines, else None."""
+    import sys
+
+    if sys.byteorder != "little":
+        return None
+    try:
+        from openslide import lowlevel
+    except ImportError:
+        return None
+    return getattr(lowlevel, "_read_region", None)
+
+
+def bgra_to_rgb(bgra: np.ndarray) -> np.ndarray:
+    """Premultiplied BGRA ``(..., 4)`` composited over white -> uint8 RGB ``(..., 3)``."""
+    rgb = np.ascontiguousarray(bgra[..., 2::-1])
+    alpha = bgra[..., 3]
+    if alpha.min() < 255:
+        rgb += (255 - alpha)[..., None]  # premultiplied colour over white; never overflows
+    return rgb
 
 
 def slide_id_of(path: str | os.PathLike[str]) -> str:

@@ -61,7 +61,7 @@ def demo_config(size: DemoSize | str = DemoSize.DEFAULT, **overrides: Any) -> De
     if size is DemoSize.QUICK:
         base: dict[str, Any] = dict(
             n_patients=60, slide_width=1280, slide_height=1024, mpp=1.0, n_genes=300, patch_size=128,
-            n_clusters=64, n_folds=4, draws=8, gdc=False,
+            n_clusters=64, n_folds=4, draws=8, gdc=True,
             train={"optim.epochs": 60, "optim.max_minutes": 0.25, "model.hidden": 64, "model.depth": 2},
         )  # fmt: skip
     else:
@@ -222,4 +222,4 @@ def _report(out: Path, cv: Any) -> Path | None:
     except ImportError:
         logger.info("rnafm.report is not available; no report written")
         return None
-    return Path(make_report(cv.out, out=out / "report.html"))
+    return Path(make_report([cv.out], out=out / "report.html"))

@@ -2,9 +2,9 @@
 
 A slide is one tissue piece (an irregular blob) on glass. A side of it, covering a share
 ``adjacent_fraction`` of the tissue, is adjacent normal tissue (glands and smooth muscle) that is not
-part of the RNA sample. The rest is the sampled tumour region, split into tissue types by a biased
-argmax over smooth random fields whose biases are tuned until the area of each type matches the
-slide's target composition.
+part of the RNA sample. The rest is the sampled tumour region, split into tissue types following
+smooth random fields so that the area of each type matches the slide's target composition exactly
+(to one grid cell).
 """
 
 from __future__ import annotations
@@ -73,25 +73,35 @@ def _smooth_noise(shape: tuple[int, int], sigma: float, rng: np.random.Generator
     return (field - field.mean()) / max(field.std(), 1e-9)
 
 
-def _biased_argmax(
-    fields: np.ndarray, targets: np.ndarray, *, iters: int = 80
-) -> tuple[np.ndarray, np.ndarray]:
-    """Argmax over ``fields`` (L, M) with per-field biases tuned so label shares match ``targets``."""
-    live = targets > 0
-    bias = np.where(live, np.log(np.maximum(targets, 1e-9)) * 2.0, -np.inf)
-    best = np.zeros(fields.shape[1], dtype=np.int64)
-    best_err = np.inf
+def _counts(targets: np.ndarray, n: int) -> np.ndarray:
+    """Integer cell counts summing to ``n`` closest to ``targets * n`` (largest remainders)."""
+    raw = targets / targets.sum() * n
+    counts = np.floor(raw).astype(np.int64)
+    counts[np.argsort(counts - raw)[: n - counts.sum()]] += 1
+    return counts
+
+
+def _assign(fields: np.ndarray, targets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Label index (M,) for M cells: exactly the target share per label, following the fields.
+
+    Labels are placed one at a time in random order; each takes the free cells where its field
+    most exceeds the best field of the labels still to place, so regions stay smooth blobs.
+    """
     n = fields.shape[1]
-    for _ in range(iters):
-        lab = np.argmax(fields + bias[:, None], axis=0)  # (M,)
-        frac = np.bincount(lab, minlength=len(targets)) / n
-        err = np.abs(frac - targets).sum()
-        if err < best_err:
-            best, best_err = lab, err
-        if err < 0.5 / n * len(targets):
+    counts = _counts(targets, n)
+    out = np.full(n, -1, dtype=np.int64)
+    todo = [int(k) for k in rng.permutation(len(targets)) if counts[k] > 0]
+    free = np.arange(n)
+    for pos, k in enumerate(todo):
+        if pos == len(todo) - 1:
+            out[free] = k
             break
-        bias[live] += 0.8 * (np.log(targets[live] + 1e-3) - np.log(frac[live] + 1e-3))
-    return best, np.bincount(best, minlength=len(targets)) / n
+        rest = [j for j in todo[pos + 1 :]]
+        score = fields[k, free] - fields[rest][:, free].max(axis=0)
+        take = np.argsort(-score, kind="stable")[: counts[k]]
+        out[free[take]] = k
+        free = np.delete(free, take)
+    return out
 
 
 def layout_slide(
@@ -146,12 +156,12 @@ def layout_slide(
     targets = label_targets(np.asarray(composition, dtype=np.float64), float(infiltration))
     targets = targets / targets.sum()
     fields = np.stack([_smooth_noise((gh, gw), _FIELD_SIGMA[lab], rng) for lab in SAMPLED_LABELS])
-    lab_idx, _ = _biased_argmax(fields[:, sampled], targets)
+    lab_idx = _assign(fields[:, sampled], targets, rng)
     labels[sampled] = np.asarray([int(v) for v in SAMPLED_LABELS], dtype=np.uint8)[lab_idx]
 
     if adjacent.any():
         adj_fields = np.stack([_smooth_noise((gh, gw), 2.5, rng) for _ in ADJACENT_LABELS])
-        adj_idx, _ = _biased_argmax(adj_fields[:, adjacent], np.array([0.5, 0.5]))
+        adj_idx = _assign(adj_fields[:, adjacent], np.array([0.5, 0.5]), rng)
         labels[adjacent] = np.asarray([int(v) for v in ADJACENT_LABELS], dtype=np.uint8)[adj_idx]
     realised = float(adjacent.sum()) / max(float(tissue.sum()), 1.0)
     return SlideLayout(labels=labels, adjacent_fraction=realised)

@@ -27,6 +27,10 @@ __all__ = [
 ]
 
 _WHERE = {
+    "Device": "options",
+    "PriorKind": "options",
+    "Schedule": "options",
+    "CalibrationMethod": "options",
     "fit": "loop",
     "train": "api",
     "split_patients": "api",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm.cohort.reference import ExpressionScale
@@ -12,6 +13,7 @@ from rnafm.features.clusters import ClusterConfig
 from rnafm.flow import SamplerConfig
 from rnafm.model.config import ModelConfig
 from rnafm.pathways import TokenConfig
+from rnafm.train.options import CalibrationMethod, Device, PriorKind, Schedule
 
 __all__ = [
     "Device",
@@ -25,35 +27,6 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
 ]
-
-
-class Device(str, Enum):
-    """Where to train and sample."""
-
-    AUTO = "auto"  # cuda when available, else cpu
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class Schedule(str, Enum):
-    """Learning-rate schedule after the linear warm-up."""
-
-    COSINE = "cosine"  # cosine decay to ``min_lr_ratio * lr`` at the last planned step
-    CONSTANT = "constant"
-
-
-class PriorKind(str, Enum):
-    """What the flow models: the expression itself or the residual of a ridge prior."""
-
-    NONE = "none"  # flow models z-scored expression directly (as the paper)
-    RIDGE = "ridge"  # ridge on mean-pooled features first; flow models its (cross-fitted) residual
-
-
-class CalibrationMethod(str, Enum):
-    """How the predictive interval is calibrated on the validation split."""
-
-    NONE = "none"  # mean +- z * std (Gaussian quantile), no calibration
-    GLOBAL = "global"  # one conformal multiplier of std for all genes
 
 
 class OptimConfig(BaseModel):
@@ -115,11 +88,16 @@ class PriorConfig(BaseModel):
 
     kind: PriorKind = Field(PriorKind.RIDGE, description="none or ridge (flow models residual).")
     alphas: tuple[float, ...] = Field(
-        (0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5),
+        tuple(float(10.0**e) for e in np.arange(-3.0, 5.01, 0.5)),
         description="Ridge penalties tried, relative to the feature variance (chosen per gene by "
         "leave-one-out CV on training slides).",
     )
     folds: int = Field(5, ge=2, description="Folds of the cross-fitted (out-of-fold) residuals.")
+    ranks: tuple[int, ...] = Field(
+        (2, 4, 8, 16, 32, 64),
+        description="Reduced-rank projections of the ridge fit tried (besides full rank); the "
+        "rank with the best out-of-fold mean per-gene PCC is used. Empty: plain ridge.",
+    )
 
 
 class CalibrationConfig(BaseModel):

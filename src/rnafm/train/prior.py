@@ -53,6 +53,7 @@ class RidgePrior:
     y_mean: np.ndarray  # float64 (G,)
     alphas: np.ndarray  # float64 (G,) chosen penalty per gene (absolute)
     res_std: np.ndarray  # float64 (G,) std of the cross-fitted residual per gene
+    rank: int = 0  # rank of the reduced-rank projection (0: full rank)
 
     def predict(self, pooled: np.ndarray) -> np.ndarray:
         """Predicted z-scores (n, G) for mean-pooled features (n, D)."""
@@ -71,13 +72,15 @@ class RidgePrior:
                 y_mean=self.y_mean,
                 alphas=self.alphas,
                 res_std=self.res_std,
+                rank=np.asarray(self.rank),
             )
 
     @classmethod
     def load(cls, path: Path) -> RidgePrior:
         """Read a prior written by :meth:`save`."""
         with np.load(path) as z:
-            return cls(**{k: z[k] for k in ("x_mean", "weights", "y_mean", "alphas", "res_std")})
+            keys = ("x_mean", "weights", "y_mean", "alphas", "res_std")
+            return cls(**{k: z[k] for k in keys}, rank=int(z["rank"]) if "rank" in z else 0)
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, rel_alphas: tuple[float, ...]) -> RidgePrior:
@@ -129,6 +132,19 @@ def _group_folds(groups: list[str], folds: int, seed: int) -> np.ndarray:
     return np.asarray([fold_of[g] for g in groups], dtype=np.int64)
 
 
+def _top_directions(fitted: np.ndarray, rank: int) -> np.ndarray:
+    """Top ``rank`` right singular vectors (G, r) of centred fitted values (n, G)."""
+    fc = fitted - fitted.mean(axis=0)  # (n, G)
+    _, _, vt = np.linalg.svd(fc, full_matrices=False)  # (r_max, G)
+    return vt[:rank].T  # (G, r)
+
+
+def _mean_pcc(pred: np.ndarray, true: np.ndarray) -> float:
+    from rnafm.train.metrics import mean_pcc
+
+    return mean_pcc(pred, true)
+
+
 def cross_fit_ridge(
     x: np.ndarray,
     y: np.ndarray,
@@ -137,8 +153,13 @@ def cross_fit_ridge(
     rel_alphas: tuple[float, ...],
     folds: int,
     seed: int,
+    ranks: tuple[int, ...] = (),
 ) -> tuple[RidgePrior, np.ndarray]:
     """Fit the ridge prior on all of ``x`` and return it with out-of-fold predictions.
+
+    With ``ranks``, the ridge predictions are also projected onto the top-r principal
+    directions of the ridge fit (reduced-rank ridge, a denoiser shared across genes); r is
+    chosen among ``ranks`` and "full" by the out-of-fold mean per-gene PCC.
 
     Returns
     -------
@@ -148,6 +169,7 @@ def cross_fit_ridge(
         float64 (n, G) out-of-fold predictions (patient-grouped folds).
     """
     y = np.asarray(y, dtype=np.float64)  # (n, G)
+    x = np.asarray(x, dtype=np.float64)  # (n, D)
     n_groups = len(set(groups))
     folds = min(folds, n_groups)
     full = fit_ridge(x, y, rel_alphas)
@@ -155,10 +177,29 @@ def cross_fit_ridge(
         logger.warning("too few patients for cross-fitted ridge residuals; using in-sample fit")
         return full, full.predict(x)
     fold = _group_folds(groups, folds, seed)
-    oof = np.zeros_like(y)  # (n, G)
+    max_rank = min(int((fold != 0).sum()) - 1, y.shape[1])
+    ranks = tuple(r for r in sorted(set(ranks)) if 0 < r < max_rank)
+    oof = {r: np.zeros_like(y) for r in (*ranks, 0)}  # rank 0: full rank
     for f in range(folds):
         te = fold == f
         part = fit_ridge(x[~te], y[~te], rel_alphas)
-        oof[te] = part.predict(x[te])
-    full.res_std = np.maximum((y - oof).std(axis=0), 1e-3)  # (G,)
-    return full, oof
+        pred = part.predict(x[te])  # (m, G)
+        oof[0][te] = pred
+        if ranks:
+            v = _top_directions(part.predict(x[~te]), max(ranks))  # (G, r_max)
+            mu = part.y_mean  # (G,)
+            for r in ranks:
+                oof[r][te] = mu + ((pred - mu) @ v[:, :r]) @ v[:, :r].T  # (m, G)
+    scores = {r: _mean_pcc(p, y) for r, p in oof.items()}
+    rank = max(scores, key=lambda r: (scores[r], r == 0))
+    logger.info(
+        "ridge prior: out-of-fold PCC by rank %s; using %s",
+        {("full" if r == 0 else r): round(v, 4) for r, v in scores.items()},
+        "full rank" if rank == 0 else f"rank {rank}",
+    )
+    if rank:
+        v = _top_directions(full.predict(x), rank)  # (G, r)
+        full.weights = ((full.weights.astype(np.float64) @ v) @ v.T).astype(np.float32)  # (D, G)
+        full.rank = rank
+    full.res_std = np.maximum((y - oof[rank]).std(axis=0), 1e-3)  # (G,)
+    return full, oof[rank]

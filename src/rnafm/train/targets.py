@@ -85,6 +85,7 @@ def prepare_targets(train, y: np.ndarray, config: TrainConfig) -> tuple[Targets,
         rel_alphas=config.prior.alphas,
         folds=config.prior.folds,
         seed=config.seed,
+        ranks=config.prior.ranks,
     )
     target = (z - oof) / prior.res_std  # (n, G)
     logger.info(

@@ -1,0 +1,245 @@
+"""``rnafm train`` and ``rnafm predict``: thin wrappers over :func:`rnafm.train` and
+:meth:`rnafm.Predictor.predict`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rnafm.cohort.reference import ExpressionScale
+from rnafm.train.options import Device, PriorKind
+
+
+def _values(enum) -> list[str]:
+    return [e.value for e in enum]
+
+
+def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (VALUE as JSON when it parses, else a string)."""
+    from rnafm.errors import InputError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=3e-4")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _read_config(path: Path | None):
+    """A TrainConfig from a JSON file: a (partial) TrainConfig or a run's config.json."""
+    from rnafm.errors import InputError
+    from rnafm.train.config import TrainConfig
+
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "config" in data and "rnafm_version" in data:
+            data = data["config"]
+        return TrainConfig.model_validate(data)
+    except (json.JSONDecodeError, ValueError) as e:
+        raise InputError(f"{path}: not a valid training config ({e}).") from e
+
+
+@click.command("train")
+@click.option(
+    "--reference",
+    "-r",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Reference CSV: wsi_file_name, patient_id, [project], rna_<GENE> columns.",
+)
+@click.option(
+    "--features",
+    "-f",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of per-slide feature h5 files (TRIDENT, CLAM or SEQUOIA layout).",
+)
+@click.option(
+    "--gene-sets",
+    "-g",
+    default="hallmark",
+    show_default=True,
+    help="Bundled collection name (hallmark, go_mf, go_bp, reactome) or a .gmt path.",
+)
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory to write (resumed when it holds a checkpoint of the same config).",
+)
+@click.option(
+    "--expression-scale",
+    type=click.Choice(_values(ExpressionScale)),
+    default=None,
+    help="Scale of the reference values [default: auto].",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON TrainConfig (partial is fine) or a run's config.json.",
+)
+@click.option("--seed", type=int, default=None, help="Seed [default: 0].")
+@click.option("--device", type=click.Choice(_values(Device)), default=None, help="[default: auto]")
+@click.option("--epochs", type=int, default=None, help="Maximum epochs (optim.epochs).")
+@click.option(
+    "--max-minutes", type=float, default=None, help="Training time budget (optim.max_minutes)."
+)
+@click.option("--prior", type=click.Choice(_values(PriorKind)), default=None, help="[default: ridge]")
+@click.option("--resume/--no-resume", default=None, help="Resume from a checkpoint [default: on].")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Any config field, e.g. --set optim.lr=3e-4 --set model.depth=2 (repeatable).",
+)
+def train_cmd(
+    reference: Path,
+    features: Path,
+    gene_sets: str,
+    out: Path,
+    expression_scale: str | None,
+    config_path: Path | None,
+    seed: int | None,
+    device: str | None,
+    epochs: int | None,
+    max_minutes: float | None,
+    prior: str | None,
+    resume: bool | None,
+    sets: tuple[str, ...],
+) -> None:
+    """Train a model: reference + features + gene sets -> run directory."""
+    from rnafm._io import read_json
+    from rnafm.train.api import train
+
+    overrides = {
+        "expression_scale": expression_scale,
+        "seed": seed,
+        "device": device,
+        "optim.epochs": epochs,
+        "optim.max_minutes": max_minutes,
+        "prior.kind": prior,
+        "resume": resume,
+        **_parse_sets(sets),
+    }
+    run = train(
+        reference,
+        features,
+        gene_sets=gene_sets,
+        out=out,
+        config=_read_config(config_path),
+        **overrides,
+    )
+    metrics = read_json(run / "val_metrics.json")
+    shown = {k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)}
+    click.echo(f"run written to {run}")
+    click.echo(json.dumps(shown))
+
+
+@click.command("predict")
+@click.option(
+    "--model",
+    "-m",
+    "model_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Run directory written by `rnafm train`.",
+)
+@click.option(
+    "--features",
+    "-f",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of per-slide feature h5 files.",
+)
+@click.option(
+    "--reference",
+    "-r",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Reference CSV listing the slides to predict (its values are not used).",
+)
+@click.option(
+    "--slides",
+    default=None,
+    help="Comma-separated slide ids, or 'all' (default when there is no --reference).",
+)
+@click.option("--draws", type=int, default=16, show_default=True, help="Draws per slide.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draws.")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Predictions .h5ad to write.",
+)
+@click.option(
+    "--save-draws",
+    is_flag=True,
+    help="Also write the draws to <out>.draws.h5 (n slides x draws x genes).",
+)
+@click.option("--device", type=click.Choice(_values(Device)), default="auto", show_default=True)
+@click.option("--steps", type=int, default=None, help="Solver steps (default: the run's).")
+@click.option("--guidance", type=float, default=None, help="Guidance scale (default: the run's).")
+@click.option("--solver", default=None, help="euler, heun, midpoint or dopri5 (default: run's).")
+def predict_cmd(
+    model_dir: Path,
+    features: Path,
+    reference: Path | None,
+    slides: str | None,
+    draws: int,
+    seed: int,
+    out: Path,
+    save_draws: bool,
+    device: str,
+    steps: int | None,
+    guidance: float | None,
+    solver: str | None,
+) -> None:
+    """Predict expression with uncertainty for slides -> .h5ad."""
+    from rnafm.errors import InputError
+    from rnafm.predict.predictor import load_model
+
+    if reference is not None and slides is not None:
+        raise InputError("pass either --reference or --slides, not both.")
+    predictor = load_model(model_dir, device=device)
+    update: dict[str, Any] = {"steps": steps, "guidance": guidance, "solver": solver}
+    update = {k: v for k, v in update.items() if v is not None}
+    sampler = None
+    if update:
+        try:
+            sampler = type(predictor.config.sampler).model_validate(
+                {**predictor.config.sampler.model_dump(mode="json"), **update}
+            )
+        except ValueError as e:
+            raise InputError(f"invalid sampler option: {e}") from e
+    draws_out = out.with_name(out.name.removesuffix(".h5ad") + ".draws.h5") if save_draws else None
+    adata = predictor.predict(
+        features,
+        reference=reference,
+        slides=slides if reference is None else None,
+        draws=draws,
+        seed=seed,
+        sampler=sampler,
+        out=out,
+        draws_out=draws_out,
+    )
+    skipped = adata.uns.get("skipped")
+    n_skipped = 0 if isinstance(skipped, str) else len(skipped)
+    click.echo(
+        f"predicted {adata.n_obs} slides x {adata.n_vars} genes -> {out}"
+        + (f" (draws: {draws_out})" if draws_out else "")
+        + (f"; {n_skipped} slides skipped (see uns['skipped'])" if n_skipped else "")
+    )
