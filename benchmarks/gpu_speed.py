@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from rnafm.flow import SamplerConfig, flow_matching_loss, sample
-from rnafm.model import ModelConfig, Precision, autocast, build_model
+from rnafm.model import Condition, ModelConfig, Precision, autocast, build_model
 from rnafm.pathways import TokenConfig, load_gene_sets, select_tokens
 
 log = logging.getLogger("gpu_speed")
@@ -131,6 +131,7 @@ def main() -> None:
         model.eval()
         with torch.no_grad(), autocast(device, precision):
             cond = model.encode_condition(feats, None).repeat(draws)  # once per slide
+            cond = Condition(cond.vec.float(), cond.tokens, cond.token_bias)  # fp32 ODE state
             null = model.null_condition(1)
             return sample(net, cond, null, n_genes=n_genes, config=sampler, generator=gen)
 
@@ -173,21 +174,26 @@ def main() -> None:
         )
     model.set_implementation("fast")
 
-    # throughput: slides x draws x genes, slides in chunks of sample_rows // draws
+    # throughput: slides x draws x genes through the predictor's sampler (the real path:
+    # features on the host, chunks of rows to the device, draws back as float32 numpy)
+    from rnafm.predict.sampling import draw_samples
+
     n_slides, draws = shape["slides"], shape["draws"]
-    per_chunk = max(1, args.sample_rows // draws)
-    feats = torch.randn(n_slides, k, d, device=device)  # (S, K, D) cohort held on the device
-    sample_rows(fast, feats[:per_chunk], draws)  # warm-up at the chunk shape
+    rng = np.random.default_rng(args.seed)
+    feats = rng.standard_normal((n_slides, k, d), dtype=np.float32)  # (S, K, D)
+    counts = rng.integers(1, 50, (n_slides, k)).astype(np.float32)  # (S, K)
 
-    def sample_cohort() -> None:
-        for start in range(0, n_slides, per_chunk):
-            out = sample_rows(fast, feats[start : start + per_chunk], draws)  # (s*draws, G)
-            if not torch.isfinite(out).all():
-                raise RuntimeError("non-finite samples")
+    def sample_cohort(n: int) -> None:
+        out = draw_samples(fast, feats[:n], counts[:n], draws=draws, sampler=sampler,
+                           seed=args.seed, device=device, max_rows=args.sample_rows)  # fmt: skip
+        if not np.isfinite(out).all():  # (n, draws, G)
+            raise RuntimeError("non-finite samples")
 
-    cohort_s = timed(sample_cohort, device)
+    sample_cohort(min(n_slides, max(1, args.sample_rows // draws)))  # warm-up, one chunk
+    cohort_s = timed(lambda: sample_cohort(n_slides), device)
     result.update({"cohort_slides": n_slides, "cohort_draws": draws,
-                   "cohort_sample_s": round(cohort_s, 3)})  # fmt: skip
+                   "cohort_sample_s": round(cohort_s, 3),
+                   "cohort_precision": "bf16" if device.type == "cuda" else "fp32"})  # fmt: skip
     if device.type == "cuda":
         result["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     if not args.small:

@@ -264,13 +264,14 @@ def main() -> None:
         "sample_per_slide_s": _median(sample_times[args.implementation], b),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
-    if "loop" in impls and args.implementation != "loop":
-        result["loop_train_step_s"] = _median(step_times["loop"])
-        result["loop_sample_per_slide_s"] = _median(sample_times["loop"], b)
-        result["speedup_train"] = round(result["loop_train_step_s"] / result["train_step_s"], 2)
-        result["speedup_sample"] = round(
-            result["loop_sample_per_slide_s"] / result["sample_per_slide_s"], 2
-        )
+    if len(impls) > 1:
+        loop_train, loop_sample = _median(step_times["loop"]), _median(sample_times["loop"], b)
+        result["loop_train_step_s"] = loop_train
+        result["loop_sample_per_slide_s"] = loop_sample
+        if loop_train is not None:
+            result["speedup_train"] = round(loop_train / result["train_step_s"], 2)
+        if loop_sample is not None:
+            result["speedup_sample"] = round(loop_sample / result["sample_per_slide_s"], 2)
     if device.type == "cuda":
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     print(json.dumps(result))

@@ -74,7 +74,9 @@ def test_unpicklable_function_and_bad_address(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="cannot be sent to Dask workers"):
             run_per_slide(functools.partial(print, file=fh), slides, scheduler="local")
     with pytest.raises(InputError, match="cannot reach a Dask scheduler"):
-        run_per_slide(_tasks().fake_slide_task, slides, scheduler="tcp://127.0.0.1:9")
+        run_per_slide(
+            _tasks().fake_slide_task, slides, scheduler="tcp://127.0.0.1:9", connect_timeout_s=2
+        )
 
 
 def test_existing_cluster_by_address_function_missing_on_workers(tmp_path: Path) -> None:

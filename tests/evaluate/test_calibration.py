@@ -99,5 +99,8 @@ def test_std_error_spearman_and_metrics_bundle() -> None:
     assert m["crps"] == pytest.approx(crps_gaussian(y, mean, std).mean())
     draws = mean[:, None] + std[:, None] * rng.normal(size=(60, 40, 4))
     md = uncertainty_metrics(y, mean=mean, draws=draws)
-    assert md["crps_source"] == "draws"
+    assert md["crps_source"] == "draws" and md["interval_source"] == "draws"
+    few = uncertainty_metrics(y, mean=mean, draws=draws[:, :8])
+    assert few["interval_source"] == "gaussian" and few["crps_source"] == "draws"
+    np.testing.assert_allclose(few["mean_std"], draws[:, :8].std(1, ddof=1).mean())
     assert md["crps"] == pytest.approx(crps_draws(y, draws).mean())

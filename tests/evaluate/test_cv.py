@@ -257,3 +257,31 @@ def test_cli_cv_evaluate_report(files, tmp_path) -> None:
     page = (tmp_path / "r" / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 4 and "ridge" in page
     assert (tmp_path / "r" / "report_figures" / "reliability.png").is_file()
+
+
+def test_reads_rnafm_predict_files(tmp_path, make) -> None:
+    """Files of `rnafm predict` (interval level at the top of uns, string draws ids) evaluate."""
+    from rnafm.evaluate.predictions_io import read_draws, read_predictions
+    from rnafm.predict.writer import write_draws
+
+    data = make(7, seed=6)
+    rng = np.random.default_rng(0)
+    draws = data.expression[:, None] + rng.normal(size=(len(data), 5, 13))
+    mean, std = draws.mean(1), draws.std(1, ddof=1)
+    a = ad.AnnData(
+        X=mean.astype(np.float32),
+        obs=pd.DataFrame({"patient_id": data.patient_ids}, index=data.slide_ids),
+        var=pd.DataFrame(index=data.genes),
+        layers={"std": std, "lower": mean - 2 * std, "upper": mean + 2 * std},
+        uns={"interval_level": 0.9, "rnafm": {"version": "0.1.0", "model": "run", "x": "none"}},
+    )
+    a.write_h5ad(tmp_path / "p.h5ad")
+    write_draws(tmp_path / "d.h5", data.slide_ids, data.genes, draws)
+    pf = read_predictions(tmp_path / "p.h5ad")
+    assert pf.level == 0.9 and "x" not in pf.info
+    d, slides, genes = read_draws(tmp_path / "d.h5")
+    assert slides == data.slide_ids and genes == data.genes
+    ev = evaluate_predictions(tmp_path / "p.h5ad", data, draws=tmp_path / "d.h5")
+    u = ev.summary["uncertainty"]
+    assert u["crps_source"] == "draws" and u["n_draws"] == 5
+    assert u["model_calibrated"]["std_scale"] == pytest.approx(2 / 1.6448536, rel=1e-4)

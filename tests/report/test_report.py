@@ -163,3 +163,19 @@ def test_report_cli_rejects_unknown_input(tmp_path) -> None:
         check=False,
     )
     assert res.returncode == 2 and "not a predictions .h5ad" in res.stderr
+
+
+def test_report_of_a_training_run(tmp_path) -> None:
+    import json
+
+    from rnafm.report import make_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"seed": 0, "optim": {"lr": 0.001}}))
+    (run / "val_metrics.json").write_text(json.dumps({"val_pcc": 0.41}))
+    lines = [{"epoch": e, "loss": 2 / e, "val_pcc": 0.1 * e} for e in range(1, 6)]
+    (run / "history.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n{torn")
+    page = make_report(run, out=tmp_path / "r.html").read_text()
+    assert "<h2>Training curves" in page and page.count("<img") == 1
+    assert "val_pcc" in page and "&quot;lr&quot;: 0.001" in page

@@ -111,6 +111,17 @@ def cmu_svs() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch intra-op thread (restored afterwards): torch's pool stalls on busy machines."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tissue_box() -> tuple[int, int, int, int]:
     """Level-0 (x0, y0, x1, y1) of the tissue in ``slide_40x``."""

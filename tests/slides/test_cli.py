@@ -68,6 +68,7 @@ def test_bad_options_are_usage_errors(slides, tmp_path):
     assert res.exit_code == 2 and "unknown encoder" in res.output
 
 
+@pytest.mark.slow
 def test_preprocess_console_script_feeds_training(slides, tmp_path):
     (slides / "broken.svs").unlink()
     out = tmp_path / "out"

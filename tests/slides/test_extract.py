@@ -135,3 +135,18 @@ def test_config_rejects_unknown_encoder():
         ExtractConfig(encoder="clip")
     with pytest.raises(ValueError):
         ExtractConfig(batch_size=0)
+
+
+def test_extract_slide_task_for_schedulers(tiled, tmp_path):
+    import functools
+    import pickle
+
+    from rnafm.features.extract import extract_slide_task
+
+    task = functools.partial(
+        extract_slide_task, out=tmp_path / "o", config=ExtractConfig(workers=0, progress=False)
+    )
+    task = pickle.loads(pickle.dumps(task))
+    jobs = [task(tiled / "out" / "tiles" / f"{s}.h5") for s in ("a", "b")]
+    assert [j.status for j in jobs] == [JobStatus.DONE, JobStatus.DONE]
+    assert task(tiled / "out" / "tiles" / "a.h5").status == JobStatus.SKIPPED

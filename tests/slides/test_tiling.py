@@ -110,9 +110,13 @@ def test_stats_only_fast_path_matches_tile_stats(slide_40x):
         g = plan_grid(s, s.scale(), patch_size=128, magnification=40)
         coords = grid_coords(s.dimensions, g)[::3]
         fast = {}
-        for idx, tiles, (mean, std) in read_tiles(s, g, coords, workers=2, stats=True, pixels=False):
+        for idx, tiles, (mean, std) in read_tiles(
+            s, g, coords, workers=2, stats=True, pixels=False
+        ):
             assert tiles is None
-            fast.update(zip(idx.tolist(), zip(mean.tolist(), std.tolist(), strict=True), strict=True))
+            fast.update(
+                zip(idx.tolist(), zip(mean.tolist(), std.tolist(), strict=True), strict=True)
+            )
         for idx, tiles, _ in read_tiles(s, g, coords, workers=1):
             mean, std = tile_stats(tiles)
             for k, m, sd in zip(idx.tolist(), mean, std, strict=True):
@@ -176,3 +180,20 @@ def test_config_validation():
     assert TilingConfig().magnification == 20
     assert TilingConfig(workers=4).digest() == TilingConfig().digest()
     assert TilingConfig(seed=1).digest() != TilingConfig().digest()
+
+
+def test_subifd_pyramid_reads_512_level0_regions_and_resizes(synth, tmp_path, tissue_box):
+    img = synth.he_image(1603, 2051, box=(300, 200, 1800, 1400), seed=5)
+    path = synth.write_pyramid(tmp_path / "sub.tiff", img, mpp=0.25, subifds=True)
+    with open_slide(path) as s:
+        assert s.level_count == 1  # OpenSlide's generic-tiff reads the main IFD chain only
+    res = tile_slide(path, None, TilingConfig(magnification=20, progress=False))
+    assert (res.attrs["patch_size_level0"], res.attrs["read_level"]) == (512, 0)
+    assert len(res.coords) >= 4
+    with open_slide(path) as s:
+        g = plan_grid(s, s.scale(), patch_size=256, magnification=20)
+        _, tiles, _ = next(read_tiles(s, g, res.coords[:1], workers=1))
+        region = s.read_region(tuple(res.coords[0]), 0, (512, 512))
+    assert tiles.shape == (1, 256, 256, 3)
+    box = region.reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
+    assert np.abs(tiles[0].astype(float) - box).mean() < 8  # resized, not cropped

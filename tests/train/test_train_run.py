@@ -48,7 +48,11 @@ def test_predict_anndata(tiny_run, tiny_cohort, tmp_path):
     predictor = rnafm.load_model(tiny_run)
     out = tmp_path / "pred.h5ad"
     adata = predictor.predict(
-        root / "features", reference=root / "test.csv", draws=6, out=out, draws_out=tmp_path / "d.h5"
+        root / "features",
+        reference=root / "test.csv",
+        draws=6,
+        out=out,
+        draws_out=tmp_path / "d.h5",
     )
     assert list(adata.obs_names) == tiny_cohort["slides"][17:]
     assert list(adata.var_names) == predictor.genes
@@ -83,11 +87,9 @@ def test_determinism_and_resume(train_tiny, tmp_path, monkeypatch):
     from safetensors.numpy import load_file
 
     a = train_tiny(tmp_path / "a")
-    b = train_tiny(tmp_path / "b")
-    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
-
-    # interrupt after 2 epochs, then resume: same weights as the uninterrupted run
+    wa = load_file(a / "model.safetensors")
+    # a second run, interrupted after 2 epochs then resumed, gives the same weights bit for bit
+    # (determinism of the first epochs and exact resumption)
     real = loop_module._train_epoch
     calls = {"n": 0}
 

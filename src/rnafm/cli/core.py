@@ -96,7 +96,9 @@ def _read_config(path: Path | None):
 @click.option(
     "--max-minutes", type=float, default=None, help="Training time budget (optim.max_minutes)."
 )
-@click.option("--prior", type=click.Choice(_values(PriorKind)), default=None, help="[default: ridge]")
+@click.option(
+    "--prior", type=click.Choice(_values(PriorKind)), default=None, help="[default: ridge]"
+)
 @click.option("--resume/--no-resume", default=None, help="Resume from a checkpoint [default: on].")
 @click.option(
     "--set",
@@ -194,6 +196,12 @@ def train_cmd(
 @click.option("--steps", type=int, default=None, help="Solver steps (default: the run's).")
 @click.option("--guidance", type=float, default=None, help="Guidance scale (default: the run's).")
 @click.option("--solver", default=None, help="euler, heun, midpoint or dopri5 (default: run's).")
+@click.option(
+    "--level",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Interval level (default: the calibrated level of the run, 0.9).",
+)
 def predict_cmd(
     model_dir: Path,
     features: Path,
@@ -207,6 +215,7 @@ def predict_cmd(
     steps: int | None,
     guidance: float | None,
     solver: str | None,
+    level: float | None,
 ) -> None:
     """Predict expression with uncertainty for slides -> .h5ad."""
     from rnafm.errors import InputError
@@ -233,6 +242,7 @@ def predict_cmd(
         draws=draws,
         seed=seed,
         sampler=sampler,
+        level=level,
         out=out,
         draws_out=draws_out,
     )

@@ -281,14 +281,15 @@ def evaluate_cmd(
 @click.option("--genes", help="Comma-separated genes for the scatter plots (default: best 6).")
 @click.option("--gene-sets", default=None, help="Gene sets for the pathway heatmap.")
 @click.option("--title", default="rnafm report", show_default=True)
-def report_cmd(inputs, out, reference, genes, gene_sets, title) -> None:
+@click.option("--expression-scale", type=click.Choice(_SCALES), default="auto", show_default=True)
+def report_cmd(inputs, out, reference, genes, gene_sets, title, expression_scale) -> None:
     """One self-contained HTML report of run directories, CV folders or prediction files."""
     from rnafm.report import make_report
 
     path = make_report(
         list(inputs),
         out=out,
-        reference=reference,
+        reference=_load_reference(reference, expression_scale) if reference else None,
         genes=[g for g in genes.split(",") if g] if genes else None,
         gene_sets=gene_sets,
         title=title,

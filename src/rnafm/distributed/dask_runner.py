@@ -16,6 +16,8 @@
 The function must be picklable (a top-level function, or a ``functools.partial`` of one, in
 an importable module), take one slide path and return a small picklable result. Each call
 should write its own outputs atomically, so a task that is retried or run twice is harmless.
+A script that starts a ``"local"`` cluster of worker processes must call this under
+``if __name__ == "__main__":`` (workers are spawned and re-import the script).
 """
 
 from __future__ import annotations
@@ -113,7 +115,13 @@ def _pickled(func: Callable[[str], Any]) -> bytes:
 
 @contextmanager
 def _client(
-    scheduler: Any, *, n_workers: int | None, threads_per_worker: int, processes: bool, n: int
+    scheduler: Any,
+    *,
+    n_workers: int | None,
+    threads_per_worker: int,
+    processes: bool,
+    n: int,
+    connect_timeout_s: float,
 ) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
@@ -137,7 +145,7 @@ def _client(
         return
     logger.info("connecting to the Dask scheduler at %s", scheduler)
     try:
-        client = Client(scheduler, timeout="30s")
+        client = Client(scheduler, timeout=f"{connect_timeout_s}s")
     except (OSError, TimeoutError, ValueError) as e:
         raise InputError(
             f"cannot reach a Dask scheduler at {scheduler!r} ({e}); start one "
@@ -182,6 +190,7 @@ def run_per_slide(
     processes: bool = True,
     retries: int = 0,
     progress: bool = False,
+    connect_timeout_s: float = 30.0,
 ) -> list[SlideResult]:
     """Run ``func(slide)`` once per slide, gathering results and failures.
 
@@ -202,6 +211,8 @@ def run_per_slide(
         raised by ``func`` are not retried: they are recorded.
     progress
         Show a rich progress bar (completions are logged either way).
+    connect_timeout_s
+        How long to wait for a scheduler given by address.
 
     Returns
     -------
@@ -233,6 +244,7 @@ def run_per_slide(
             threads_per_worker=threads_per_worker,
             processes=processes,
             n=len(paths),
+            connect_timeout_s=connect_timeout_s,
         ) as client,
         _progress(progress, len(paths)) as advance,
     ):

@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
+MIN_DRAWS_FOR_QUANTILES = 40  # fewer draws: intervals from a Gaussian with the draws' std
 RELIABILITY_LEVELS: tuple[float, ...] = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
 
 
@@ -151,7 +152,9 @@ def uncertainty_metrics(
     ----------
     y, mean, std : arrays (n, G)
     draws : array (n, S, G), optional
-        When given, intervals and CRPS come from the draws; else from a Gaussian with ``std``.
+        When given, CRPS comes from the draws (the CRPS of their empirical distribution), and
+        so do the intervals when there are at least ``MIN_DRAWS_FOR_QUANTILES`` draws; else
+        intervals come from a Gaussian with ``std`` (default: the draws' std).
     conformal_q : array (n, len(levels)), optional
         Per-sample conformal multipliers (e.g. one row per fold's calibration, repeated for
         its test samples); adds ``coverage_conformal``.
@@ -160,21 +163,26 @@ def uncertainty_metrics(
         return None
     y = np.asarray(y, dtype=np.float64)
     if std is None:
-        std = np.asarray(draws).std(1)
-    source = "draws" if draws is not None else "gaussian"
-    out: dict = {"interval_source": source}
-    out["coverage"] = {f"{lv:g}": coverage(y, *_interval(mean, std, draws, lv)) for lv in levels}
+        std = np.asarray(draws).std(1, ddof=1)
+    # quantiles of S draws cannot resolve a central level above (S - 1) / (S + 1)
+    n_draws = 0 if draws is None else int(np.asarray(draws).shape[1])
+    idraws = draws if n_draws >= MIN_DRAWS_FOR_QUANTILES else None
+    out: dict = {
+        "interval_source": "draws" if idraws is not None else "gaussian",
+        "n_draws": n_draws,
+    }
+    out["coverage"] = {f"{lv:g}": coverage(y, *_interval(mean, std, idraws, lv)) for lv in levels}
     out["mean_interval_width"] = {
-        f"{lv:g}": float(np.mean(np.subtract(*_interval(mean, std, draws, lv)[::-1])))
+        f"{lv:g}": float(np.mean(np.subtract(*_interval(mean, std, idraws, lv)[::-1])))
         for lv in levels
     }
     crps = crps_draws(y, draws) if draws is not None else crps_gaussian(y, mean, std)
     out["crps"] = float(np.mean(crps))
-    out["crps_source"] = source
+    out["crps_source"] = "draws" if draws is not None else "gaussian"
     out["crps_gaussian"] = float(np.mean(crps_gaussian(y, mean, std)))
     out["mean_std"] = float(np.mean(std))
     out["std_abs_error_spearman"] = std_error_spearman(y, mean, std)
-    out["reliability"] = reliability_curve(y, mean=mean, std=std, draws=draws)
+    out["reliability"] = reliability_curve(y, mean=mean, std=std, draws=idraws)
     if conformal_q is not None:
         q = np.asarray(conformal_q, dtype=np.float64)  # (n, L)
         cov = {}

@@ -6,6 +6,7 @@ in batches, and written to ``<out>/features/<encoder>/<slide>.h5`` in the TRIDEN
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rnafm._io import write_json
 from rnafm.errors import InputError, SlideError
 from rnafm.slides.jobs import (
     CohortReport,
@@ -37,6 +39,7 @@ __all__ = [
     "extract_features",
     "extract_slide",
     "extract_slide_job",
+    "extract_slide_task",
     "features_dir",
 ]
 
@@ -332,6 +335,30 @@ def extract_slide_job(
     return job
 
 
+@functools.lru_cache(maxsize=2)
+def _cached_encoder(spec: str, weights: str | None, device: str) -> Any:
+    from rnafm.features.encoders import build_encoder
+
+    bundle = build_encoder(spec, weights=weights)
+    bundle.model.eval().to(device)
+    return bundle
+
+
+def extract_slide_task(
+    tile_file: str | os.PathLike[str], out: str | os.PathLike[str], config: ExtractConfig
+) -> SlideJob:
+    """:func:`extract_slide_job` for schedulers (one Dask task per slide).
+
+    Picklable through ``functools.partial(extract_slide_task, out=..., config=...)``; the
+    encoder is built once per worker process and reused. Dask worker processes are daemonic
+    and cannot start DataLoader workers: use ``config.workers = 0`` there.
+    """
+    device = resolve_device(Device.CPU if config.encoder == "builtin" else config.device)
+    weights = None if config.weights is None else str(config.weights)
+    bundle = _cached_encoder(config.encoder, weights, str(device))
+    return extract_slide_job(tile_file, out, bundle, config, device=device)
+
+
 def extract_features(
     tiles_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -374,6 +401,9 @@ def extract_features(
     if config.encoder == "builtin":
         device = resolve_device(Device.CPU)  # numpy descriptor
     bundle.model.eval().to(device)
+    write_json(
+        features_dir(out, config.encoder) / "extract_config.json", config.model_dump(mode="json")
+    )
     report = CohortReport(stage="extract")
     log.info("extracting %s features of %d slides on %s", config.encoder, len(files), device)
     with cohort_progress(config.progress) as bar:

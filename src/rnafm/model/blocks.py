@@ -10,8 +10,8 @@ __all__ = ["TokenBlock", "modulate"]
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """x (B, T, H) * (1 + scale (B, H)) + shift (B, H)."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """x (B, T, H) * (1 + scale (B, H)) + shift (B, H), as one fused op."""
+    return torch.addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1))  # (B, T, H)
 
 
 class TokenBlock(nn.Module):
@@ -72,7 +72,8 @@ class TokenBlock(nn.Module):
         q, k, v = self._split(q), self._split(k), self._split(v)  # (B, nh, T, hd) each
         mask = None if mask is None else mask.to(q.dtype)  # (T, T)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hd)
-        h = h + self.attn_scale * gate1.unsqueeze(1) * self.proj(self._merge(a))  # (B, T, H)
+        gate1 = (self.attn_scale * gate1).unsqueeze(1)  # (B, 1, H) learnable residual scale
+        h = torch.addcmul(h, gate1, self.proj(self._merge(a)))  # (B, T, H)
         if self.q_x is not None and cond_tokens is not None:
             qx = self._split(self.q_x(self.norm_x(h)))  # (B, nh, T, hd)
             kx, vx = self.kv_x(cond_tokens).chunk(2, -1)  # (B, K, H) each
@@ -82,4 +83,4 @@ class TokenBlock(nn.Module):
             )  # (B, nh, T, hd)
             h = h + self.proj_x(self._merge(ax))  # (B, T, H)
         y = modulate(self.norm2(h), shift2, scale2)  # (B, T, H)
-        return h + gate2.unsqueeze(1) * self.mlp(y)  # (B, T, H)
+        return torch.addcmul(h, gate2.unsqueeze(1), self.mlp(y))  # (B, T, H)

@@ -246,7 +246,7 @@ class GeneTokenHeads(nn.Module):
         else:
             mod = self.mod(cs).unsqueeze(1)  # (B, 1, 2H)
         shift, scale = mod.chunk(2, dim=-1)  # (B, T|1, H) each
-        return self.norm(h) * (1 + scale) + shift  # (B, T, H)
+        return torch.addcmul(shift, self.norm(h), 1 + scale)  # (B, T, H)
 
     def _fast(self, h: Tensor, c: Tensor) -> Tensor:
         y = self._modulated(h, c).permute(1, 2, 0).contiguous()  # (T, H, B)

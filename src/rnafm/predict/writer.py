@@ -85,7 +85,9 @@ def write_draws(path: str | os.PathLike[str], slide_ids, genes, draws: np.ndarra
 
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("draws", data=draws.astype(np.float32), compression="gzip")
-        f.create_dataset("slide_ids", data=np.asarray(slide_ids, dtype=object), dtype=h5py.string_dtype())
+        f.create_dataset(
+            "slide_ids", data=np.asarray(slide_ids, dtype=object), dtype=h5py.string_dtype()
+        )
         f.create_dataset("genes", data=np.asarray(genes, dtype=object), dtype=h5py.string_dtype())
         f.attrs["scale"] = "log2(x+1)"
         f.attrs["rnafm_version"] = __version__

@@ -215,7 +215,7 @@ def training_curves(histories: Mapping[str, Sequence[dict]]) -> Figure | None:
         keys = sorted(
             {k for r in hist for k, v in r.items() if k not in skip and isinstance(v, int | float)}
         )
-        for k in keys:
+        for ki, k in enumerate(keys):
             pts = [(r.get("epoch", j + 1), r[k]) for j, r in enumerate(hist) if k in r]
             x, y = zip(*pts, strict=True)
             ax = ax1 if "loss" in k else ax2
@@ -229,6 +229,8 @@ def training_curves(histories: Mapping[str, Sequence[dict]]) -> Figure | None:
                 lw=1.2,
                 alpha=0.8,
                 ls="--" if k.startswith("val") else "-",
+                marker="os^vDx+*"[ki % 8],
+                ms=3,
                 label=label,
             )
     ax1.set(xlabel="epoch", ylabel="loss", title="Training curves")

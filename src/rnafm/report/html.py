@@ -68,6 +68,8 @@ def _collect(inputs: Sequence[str | os.PathLike[str]]) -> _Inputs:
         elif item.is_dir() and (item / "folds.json").is_file():  # a cv folder
             for oof in sorted(item.glob("*/oof_predictions.h5ad")):
                 model = oof.parent.name
+                if model in found.predictions:  # the same model from two cv folders
+                    model = f"{item.name}/{model}"
                 found.predictions[model] = oof
                 for fold in sorted(oof.parent.glob("fold_*")):
                     _read_run(fold, f"{model}/{fold.name}", found)
@@ -130,6 +132,10 @@ def _summary_rows(evals: Mapping[str, Any]) -> list[dict[str, Any]]:
             "mean RMSE": g["mean_rmse"],
         }
         pf = ev.summary.get("per_fold") or {}
+        if pf.get("mean_pearson_r_sd") is not None:
+            row["mean r per fold (sd)"] = (
+                f"{pf['mean_pearson_r_mean']:.3f} ({pf['mean_pearson_r_sd']:.3f})"
+            )
         done = [k for k, v in tk["ranked_by_test"].items() if v is not None]
         key = "top_100" if "top_100" in done else (done[-1] if done else "top_100")
         label = key.replace("_", "-")

@@ -215,16 +215,30 @@ class Slide:
         w, h = int(size[0]), int(size[1])
         fn = _lowlevel_read()
         if fn is None or w <= 0 or h <= 0:
+            import openslide
+
             loc = (int(location[0]), int(location[1]))
-            rgba = np.asarray(self._osr.read_region(loc, int(level), (w, h)))
+            try:
+                rgba = np.asarray(self._osr.read_region(loc, int(level), (w, h)))
+            except openslide.OpenSlideError as e:
+                raise SlideError(
+                    f"{self.path}: reading pixels failed ({e}); the file may be corrupt"
+                ) from e
             a = rgba[..., 3:4].astype(np.uint16)
             bgr = (rgba[..., 2::-1].astype(np.uint16) * a // 255).astype(np.uint8)  # premultiply
             return np.concatenate([bgr, rgba[..., 3:4]], axis=2)
         import ctypes
 
+        import openslide
+
         buf = np.empty((h, w), dtype=np.uint32)
         ptr = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32))
-        fn(self._osr._osr, ptr, int(location[0]), int(location[1]), int(level), w, h)
+        try:
+            fn(self._osr._osr, ptr, int(location[0]), int(location[1]), int(level), w, h)
+        except openslide.OpenSlideError as e:
+            raise SlideError(
+                f"{self.path}: reading pixels failed ({e}); the file may be corrupt"
+            ) from e
         return buf.view(np.uint8).reshape(h, w, 4)
 
     # --- lifecycle ------------------------------------------------------------------------

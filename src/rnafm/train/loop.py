@@ -111,20 +111,28 @@ def _load_checkpoint(path, model, ema, opt, gens, config) -> _State:
 def _plan(state: _State, config: TrainConfig, t_epoch: float, t_val: float) -> None:
     """Fix the number of epochs and the validation cadence once the first epoch is timed.
 
-    Without a binding time budget the plan is ``optim.epochs`` (deterministic); otherwise the
-    largest number of epochs that fits the budget together with ``evaluations`` validations.
+    Without a binding time budget the plan is ``optim.epochs`` (deterministic). Otherwise
+    validations get at most a quarter of the budget (at least 2, at most ``evaluations``) and the
+    epochs the rest.
     """
     o, v = config.optim, config.validation
-    epochs = o.epochs
+    epochs, n_val = o.epochs, v.evaluations
     if o.max_minutes is not None:
         budget = 0.95 * o.max_minutes * 60 - state.elapsed
-        n_val = v.evaluations if t_val > 0 else 0
+        if t_val > 0:
+            n_val = int(min(v.evaluations, max(2, 0.25 * budget // t_val)))
         fits = int((budget - n_val * t_val) / max(t_epoch, 1e-6)) + state.epoch
         if fits < epochs:
             epochs = max(fits, state.epoch + 1)
-            logger.info("time budget: planning %d epochs (%.2f s each)", epochs, t_epoch)
+            logger.info(
+                "time budget: planning %d epochs (%.2f s each), %d validations (%.1f s each)",
+                epochs,
+                t_epoch,
+                n_val,
+                t_val,
+            )
     state.plan_epochs = epochs
-    state.every = v.every or max(1, epochs // v.evaluations)
+    state.every = v.every or max(1, epochs // max(n_val, 1))
     state.planned = True
 
 
@@ -209,7 +217,9 @@ def fit(train, *, val, tokens, config: TrainConfig, out) -> Path:
     )
     validator = None
     if val is not None:
-        validator = Validator(val, aligned_expression(val, genes, "validation"), targets, config, device)
+        validator = Validator(
+            val, aligned_expression(val, genes, "validation"), targets, config, device
+        )
 
     model = build_model(tokens, feature_dim=d, n_clusters=k, config=config.model).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -217,7 +227,10 @@ def fit(train, *, val, tokens, config: TrainConfig, out) -> Path:
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        [
+            {"params": decay, "weight_decay": o.weight_decay},
+            {"params": no_decay, "weight_decay": 0},
+        ],
         lr=o.lr,
         betas=o.betas,
     )
@@ -233,8 +246,8 @@ def fit(train, *, val, tokens, config: TrainConfig, out) -> Path:
         truncate_history(out, state.step)
         logger.info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
     else:
-        (out / HISTORY).unlink(missing_ok=True)
-        (out / WEIGHTS).unlink(missing_ok=True)
+        for stale in (HISTORY, WEIGHTS, CALIBRATION, VAL_METRICS, CHECKPOINT):
+            (out / stale).unlink(missing_ok=True)
     tensors = (
         torch.as_tensor(train.clusters, device=device),  # (n, K, D)
         torch.as_tensor(train.sizes, device=device),  # (n, K)
@@ -315,7 +328,11 @@ def _finish(out, ema, validator, config, device, state) -> Path:
         "epochs": state.epoch,
         "train_seconds": round(state.elapsed, 1),
         "n_val": 0 if validator is None else len(validator.val.slide_ids),
-        **{k: cal[k] for k in ("blend", "pcc_mean", "coverage_raw", "coverage_calibrated") if k in cal},
+        **{
+            k: cal[k]
+            for k in ("blend", "pcc_mean", "coverage_raw", "coverage_calibrated")
+            if k in cal
+        },
     }
     write_json(out / VAL_METRICS, metrics)
     logger.info("trained %d steps in %.0f s; %s", state.step, state.elapsed, metrics)

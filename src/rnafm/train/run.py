@@ -162,7 +162,9 @@ def write_config(run_dir: Path, config_dump: dict[str, Any], **extra: Any) -> No
     """Write config.json: version, the TrainConfig and data shapes."""
     from rnafm import __version__
 
-    write_json(Path(run_dir) / CONFIG, {"rnafm_version": __version__, **extra, "config": config_dump})
+    write_json(
+        Path(run_dir) / CONFIG, {"rnafm_version": __version__, **extra, "config": config_dump}
+    )
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:

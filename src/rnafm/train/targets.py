@@ -65,6 +65,8 @@ class Targets:
         self.norm.save(Path(run_dir) / NORMALISATION)
         if self.prior is not None:
             self.prior.save(Path(run_dir) / PRIOR)
+        else:  # a stale prior from an earlier run in this folder must not be picked up
+            (Path(run_dir) / PRIOR).unlink(missing_ok=True)
 
 
 def prepare_targets(train, y: np.ndarray, config: TrainConfig) -> tuple[Targets, np.ndarray]:

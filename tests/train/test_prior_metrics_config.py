@@ -1,0 +1,106 @@
+"""Oracle tests: closed-form LOO ridge, cross-fitting, metrics, conformal multiplier, config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rnafm.errors import InputError
+from rnafm.train.config import TrainConfig, apply_overrides
+from rnafm.train.metrics import conformal_multiplier, coverage, mean_pcc, per_gene_pcc
+from rnafm.train.prior import cross_fit_ridge, fit_ridge, pool_clusters
+
+
+def _brute_ridge(x, y, alpha):
+    """Ridge with an unpenalised intercept, solved directly: (w (D,), b)."""
+    xm, ym = x.mean(0), y.mean()
+    xc = x - xm
+    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - ym))
+    return w, ym - xm @ w
+
+
+def test_ridge_matches_direct_solution_and_brute_force_loo():
+    rng = np.random.default_rng(0)
+    n, d, g = 13, 5, 3
+    x = rng.normal(size=(n, d))
+    y = x @ rng.normal(size=(d, g)) + rng.normal(size=(n, g))
+    rel = (0.01, 1.0, 100.0)
+    prior = fit_ridge(x, y, rel)
+    xc = x - x.mean(0)
+    scale = np.mean(np.linalg.svd(xc, compute_uv=False) ** 2)
+    for j in range(g):
+        # the chosen alpha minimises the brute-force leave-one-out error
+        errs = []
+        for a in np.asarray(rel) * scale:
+            res = []
+            for i in range(n):
+                keep = np.arange(n) != i
+                w, b = _brute_ridge(x[keep], y[keep, j], a)
+                res.append(y[i, j] - (x[i] @ w + b))
+            errs.append(np.mean(np.square(res)))
+        assert prior.alphas[j] == pytest.approx(np.asarray(rel)[np.argmin(errs)] * scale)
+        w, b = _brute_ridge(x, y[:, j], prior.alphas[j])
+        np.testing.assert_allclose(prior.predict(x)[:, j], x @ w + b, rtol=1e-4, atol=1e-5)
+
+
+def test_cross_fit_is_out_of_fold_by_patient():
+    rng = np.random.default_rng(1)
+    n, d, g = 31, 6, 9
+    x = rng.normal(size=(n, d))
+    y = x @ rng.normal(size=(d, g)) + 0.5 * rng.normal(size=(n, g))
+    groups = [f"p{i // 3}" for i in range(n)]
+    prior, oof = cross_fit_ridge(x, y, groups, rel_alphas=(0.1, 1.0), folds=3, seed=0, ranks=(2,))
+    assert oof.shape == (n, g)
+    # out-of-fold residuals are larger than in-sample residuals
+    assert np.mean((y - oof) ** 2) > np.mean((y - prior.predict(x)) ** 2)
+    np.testing.assert_allclose(prior.res_std, np.maximum((y - oof).std(0), 1e-3))
+    # changing one patient's targets changes neither its own out-of-fold prediction
+    y2 = y.copy()
+    y2[:3] += 100.0
+    _, oof2 = cross_fit_ridge(x, y2, groups, rel_alphas=(0.1, 1.0), folds=3, seed=0)
+    _, oof1 = cross_fit_ridge(x, y, groups, rel_alphas=(0.1, 1.0), folds=3, seed=0)
+    np.testing.assert_allclose(oof2[:3], oof1[:3])
+
+
+def test_pool_clusters_is_tile_mean():
+    rng = np.random.default_rng(2)
+    tiles = rng.normal(size=(11, 4))
+    labels = np.array([0, 0, 1, 2, 2, 2, 1, 0, 2, 1, 1])
+    means = np.stack([tiles[labels == k].mean(0) for k in range(3)] + [np.zeros(4)])
+    sizes = np.array([(labels == k).sum() for k in range(3)] + [0], dtype=np.float32)
+    pooled = pool_clusters(means[None], sizes[None])
+    np.testing.assert_allclose(pooled[0], tiles.mean(0), rtol=1e-6)
+
+
+def test_per_gene_pcc_matches_corrcoef():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(9, 4)), rng.normal(size=(9, 4))
+    b[:, 3] = 1.0  # constant gene -> NaN, skipped by the mean
+    r = per_gene_pcc(a, b)
+    for j in range(3):
+        assert r[j] == pytest.approx(np.corrcoef(a[:, j], b[:, j])[0, 1])
+    assert np.isnan(r[3]) and mean_pcc(a, b) == pytest.approx(np.nanmean(r[:3]))
+
+
+def test_conformal_multiplier_covers_level():
+    rng = np.random.default_rng(4)
+    true = rng.normal(size=(50, 40)) * 2.0
+    mean, std = np.zeros_like(true), np.ones_like(true)  # std underestimated by 2x
+    q = conformal_multiplier(true, mean, std, 0.9)
+    assert q == pytest.approx(2 * 1.645, rel=0.1)
+    assert coverage(true, mean - q * std, mean + q * std) >= 0.9
+
+
+def test_overrides():
+    c = apply_overrides(
+        TrainConfig(), {"lr": 3e-4, "model.depth": 2, "optim__epochs": 7, "seed": None}
+    )
+    assert (c.optim.lr, c.model.depth, c.optim.epochs, c.seed) == (3e-4, 2, 7, 0)
+    with pytest.raises(InputError, match="ambiguous"):
+        apply_overrides(TrainConfig(), {"steps": 3})  # sampler.steps and validation.steps
+    with pytest.raises(InputError, match="unknown"):
+        apply_overrides(TrainConfig(), {"optim.nope": 1})
+    with pytest.raises(InputError, match="invalid"):
+        apply_overrides(TrainConfig(), {"optim.lr": -1})
+    with pytest.raises(ValueError):
+        TrainConfig(bogus=1)
