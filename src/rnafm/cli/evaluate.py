@@ -15,6 +15,10 @@ _MODELS = ["mean", "ridge", "he2rna", "trnasformer", "sequoia", "rnafm"]  # = Mo
 _SCALES = ["auto", "raw", "log2"]  # = ExpressionScale values
 
 
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _parse_options(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """``MODEL.KEY=VALUE`` (VALUE as JSON when it parses) -> {model: {key: value}}."""
     from rnafm.errors import InputError
@@ -177,7 +181,7 @@ def cv_cmd(
     for name, m in result.metrics.items():
         g = m["genes"]
         click.echo(
-            f"{name:12s} mean r {g['mean_pearson_r']:.3f}  genes r>0.4 {g['n_r_above_0.4']}"
+            f"{name:12s} mean r {_num(g['mean_pearson_r'])}  genes r>0.4 {g['n_r_above_0.4']}"
             f"  -> {result.predictions[name]}"
         )
     click.echo(f"summary: {out / 'summary.csv'}")
@@ -250,7 +254,7 @@ def evaluate_cmd(
     g = ev.summary["genes"]
     click.echo(
         f"{g['n_genes']} genes, {ev.summary['n_slides']} slides: mean r "
-        f"{g['mean_pearson_r']:.3f}, {g['n_r_above_0.4']} genes with r > 0.4"
+        f"{_num(g['mean_pearson_r'])}, {g['n_r_above_0.4']} genes with r > 0.4"
     )
     u = ev.summary.get("uncertainty")
     if u:

@@ -37,10 +37,24 @@ def gaussian_interval(mean, std, level: float) -> tuple[np.ndarray, np.ndarray]:
     return mean - z * std, mean + z * std
 
 
-def draws_interval(draws, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Central interval from empirical quantiles of draws (n, S, G) along the draw axis."""
-    lo, hi = np.quantile(np.asarray(draws), [0.5 - level / 2, 0.5 + level / 2], axis=1)
-    return lo, hi  # (n, G) each
+def _sorted_quantile(x: np.ndarray, q: float) -> np.ndarray:
+    """numpy's default (linear) quantile along axis 1 of draws already sorted on that axis."""
+    pos = q * (x.shape[1] - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, x.shape[1] - 1)
+    return x[:, lo] + (pos - lo) * (x[:, hi] - x[:, lo])  # (n, G)
+
+
+def draws_interval(
+    draws, level: float, *, presorted: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Central interval from empirical quantiles of draws (n, S, G) along the draw axis.
+
+    ``presorted=True`` skips the sort when ``draws`` are already sorted along axis 1 (the same
+    draws evaluated at many levels).
+    """
+    x = np.asarray(draws) if presorted else np.sort(np.asarray(draws), axis=1)
+    return _sorted_quantile(x, 0.5 - level / 2), _sorted_quantile(x, 0.5 + level / 2)
 
 
 def coverage(y, lower, upper) -> float:
@@ -102,7 +116,7 @@ def std_error_spearman(y, mean, std) -> dict[str, float | None]:
 
 def _interval(mean, std, draws, level):
     if draws is not None:
-        return draws_interval(draws, level)
+        return draws_interval(draws, level, presorted=True)
     return gaussian_interval(mean, std, level)
 
 
@@ -111,6 +125,7 @@ def reliability_curve(
 ) -> dict[str, list[float]]:
     """Observed coverage of central intervals against their nominal level (a perfectly
     calibrated model lies on the diagonal)."""
+    draws = None if draws is None else np.sort(np.asarray(draws), axis=1)
     observed = [coverage(y, *_interval(mean, std, draws, lv)) for lv in levels]
     return {"nominal": [float(v) for v in levels], "observed": observed}
 
@@ -166,7 +181,7 @@ def uncertainty_metrics(
         std = np.asarray(draws).std(1, ddof=1)
     # quantiles of S draws cannot resolve a central level above (S - 1) / (S + 1)
     n_draws = 0 if draws is None else int(np.asarray(draws).shape[1])
-    idraws = draws if n_draws >= MIN_DRAWS_FOR_QUANTILES else None
+    idraws = np.sort(draws, axis=1) if n_draws >= MIN_DRAWS_FOR_QUANTILES else None
     out: dict = {
         "interval_source": "draws" if idraws is not None else "gaussian",
         "n_draws": n_draws,
@@ -182,7 +197,11 @@ def uncertainty_metrics(
     out["crps_gaussian"] = float(np.mean(crps_gaussian(y, mean, std)))
     out["mean_std"] = float(np.mean(std))
     out["std_abs_error_spearman"] = std_error_spearman(y, mean, std)
-    out["reliability"] = reliability_curve(y, mean=mean, std=std, draws=idraws)
+    rel = RELIABILITY_LEVELS
+    out["reliability"] = {
+        "nominal": [float(v) for v in rel],
+        "observed": [coverage(y, *_interval(mean, std, idraws, lv)) for lv in rel],
+    }
     if conformal_q is not None:
         q = np.asarray(conformal_q, dtype=np.float64)  # (n, L)
         cov = {}
