@@ -52,3 +52,14 @@ def test_cli_lists_every_command() -> None:
     assert result.exit_code == 0
     for name in _COMMANDS:
         assert name in result.output, f"command {name} missing from rnafm --help"
+
+
+def test_atomic_path_uses_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    target = tmp_path / "perm.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -12,7 +12,7 @@ from rnafm.evaluate.baselines.networks import HE2RNANet, LinearAttention, Sequoi
 from rnafm.evaluate.baselines.simple import ridge_path
 from rnafm.evaluate.metrics import pearson
 
-TINY = {"max_epochs": 6, "hidden": 8, "heads": 2, "depth": 1, "batch_size": 8, "top_k": [1, 3, 50]}
+TINY = {"max_epochs": 3, "hidden": 8, "heads": 2, "depth": 1, "batch_size": 8, "top_k": [1, 3, 50]}
 FAST_MODELS = [m for m in ModelName if m is not ModelName.RNAFM]
 
 

@@ -11,7 +11,9 @@ from rnafm._io import file_digest
 
 def test_files_and_identifiers(tiny_cohort):
     c = tiny_cohort
-    assert len(c.slides) == len(c.slide_ids) > len(c.patient_ids) == 7  # some patients have 2 slides
+    assert (
+        len(c.slides) == len(c.slide_ids) > len(c.patient_ids) == 7
+    )  # some patients have 2 slides
     for path, sid, pid in zip(c.slides, c.slide_ids, c.slide_patients, strict=True):
         assert path.is_file() and path.name == f"{sid}.tiff"
         assert sid[:12] == pid and sid.startswith("TCGA-SY-") and "-01Z-00-DX" in sid
@@ -70,7 +72,7 @@ def test_latents_and_label_grids(tiny_cohort):
     from rnafm.synth.layout import label_targets
 
     lat = tiny_cohort.load_latents()
-    n, s = len(tiny_cohort.patient_ids), len(tiny_cohort.slide_ids)
+    n = len(tiny_cohort.patient_ids)
     assert lat["proportions"].shape == (n, 5) and np.allclose(lat["proportions"].sum(1), 1)
     assert lat["programmes"].shape == (n, 5)
     assert lat["log2_true"].shape == (n, len(tiny_cohort.genes))

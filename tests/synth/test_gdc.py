@@ -49,7 +49,9 @@ def test_star_counts_values_match_latents(tiny_cohort):
         body = df[~df["gene_id"].str.startswith("N_") & ~df["gene_id"].str.endswith("_PAR_Y")]
         body = body.set_index("gene_name")
         np.testing.assert_array_equal(body.loc[genes, "unstranded"].to_numpy(), lat["counts"][p])
-        np.testing.assert_allclose(body.loc[genes, "tpm_unstranded"].to_numpy(), lat["tpm"][p], atol=6e-5)
+        np.testing.assert_allclose(
+            body.loc[genes, "tpm_unstranded"].to_numpy(), lat["tpm"][p], atol=6e-5
+        )
         assert (body["stranded_second"] <= body["unstranded"]).all()
         par = df[df["gene_id"].str.endswith("_PAR_Y")]
         assert (par[["unstranded", "tpm_unstranded"]].to_numpy() == 0).all()

@@ -9,7 +9,9 @@ import click
 __all__ = ["synth_cmd", "demo_cmd"]
 
 
-def _slide_size(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int] | None:
+def _slide_size(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, int] | None:
     if value is None:
         return None
     from rnafm.synth.config import parse_slide_size
@@ -21,18 +23,43 @@ def _slide_size(ctx: click.Context, param: click.Parameter, value: str | None) -
 
 
 @click.command("synth")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder (slides/, reference.csv, latent.npz, ...).")
-@click.option("--patients", type=click.IntRange(2), default=60, show_default=True, help="Number of patients.")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Output folder (slides/, reference.csv, latent.npz, ...).",
+)
+@click.option(
+    "--patients", type=click.IntRange(2), default=60, show_default=True, help="Number of patients."
+)
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed.")
-@click.option("--slide-size", callback=_slide_size, default=None,
-              help="Level-0 slide size WIDTHxHEIGHT in pixels [default: 4000x3000].")
-@click.option("--mpp", type=click.FloatRange(0.05, 10.0), default=0.5, show_default=True,
-              help="Microns per level-0 pixel (0.5 is 20x).")
-@click.option("--genes", "n_genes", type=click.IntRange(20), default=None,
-              help="Number of genes (a seeded subset of the gene sets) [default: all].")
-@click.option("--gene-sets", default="hallmark", show_default=True,
-              help="Collection the genes come from: a bundled name or a .gmt path.")
+@click.option(
+    "--slide-size",
+    callback=_slide_size,
+    default=None,
+    help="Level-0 slide size WIDTHxHEIGHT in pixels [default: 4000x3000].",
+)
+@click.option(
+    "--mpp",
+    type=click.FloatRange(0.05, 10.0),
+    default=0.5,
+    show_default=True,
+    help="Microns per level-0 pixel (0.5 is 20x).",
+)
+@click.option(
+    "--genes",
+    "n_genes",
+    type=click.IntRange(20),
+    default=None,
+    help="Number of genes (a seeded subset of the gene sets) [default: all].",
+)
+@click.option(
+    "--gene-sets",
+    default="hallmark",
+    show_default=True,
+    help="Collection the genes come from: a bundled name or a .gmt path.",
+)
 @click.option("--gdc", is_flag=True, help="Also write GDC STAR-counts TSVs and a GDC sample sheet.")
 def synth_cmd(out: Path, patients: int, seed: int, slide_size: tuple[int, int] | None, mpp: float,
               n_genes: int | None, gene_sets: str, gdc: bool) -> None:  # fmt: skip
@@ -41,7 +68,9 @@ def synth_cmd(out: Path, patients: int, seed: int, slide_size: tuple[int, int] |
 
     from rnafm.synth import make_cohort
 
-    extra = {} if slide_size is None else {"slide_width": slide_size[0], "slide_height": slide_size[1]}
+    extra = (
+        {} if slide_size is None else {"slide_width": slide_size[0], "slide_height": slide_size[1]}
+    )
     cohort = make_cohort(out, n_patients=patients, seed=seed, mpp=mpp, n_genes=n_genes,
                          gene_sets=gene_sets, gdc=gdc, **extra)  # fmt: skip
     console = Console()
@@ -59,10 +88,21 @@ def _fmt(v: object) -> str:
 
 
 @click.command("demo")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"),
-              show_default=True, help="Output folder.")
-@click.option("--slides", "n_slides", type=click.IntRange(12), default=None,
-              help="About this many slides [default: 140, --quick 70].")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo_out"),
+    show_default=True,
+    help="Output folder.",
+)
+@click.option(
+    "--slides",
+    "n_slides",
+    type=click.IntRange(12),
+    default=None,
+    help="About this many slides [default: 140, --quick 70].",
+)
 @click.option("--quick", is_flag=True, help="The small size the test suite runs (about 2 minutes).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed.")
 def demo_cmd(out: Path, n_slides: int | None, quick: bool, seed: int) -> None:
@@ -82,7 +122,8 @@ def demo_cmd(out: Path, n_slides: int | None, quick: bool, seed: int) -> None:
                       _fmt(row["coverage_90"]))  # fmt: skip
     console = Console()
     console.print(table)
-    console.print(f"top-100 genes ranked by {result.summary[next(iter(result.summary))]['top_rank']}; "
+    ranks = sorted({str(r["top_rank"]) for r in result.summary.values() if r["top_rank"]})
+    console.print(f"top-100 genes ranked by {' / '.join(ranks) or '-'} correlation; "
                   f"{len(result.cohort.slides)} slides, {result.seconds['total']:.0f} s")  # fmt: skip
     if result.report is not None:
         console.print(f"report: [bold]{result.report}[/]")

@@ -225,6 +225,7 @@ def make_report(
         data = _png(fig)
         with atomic_path(fig_dir / f"{name}.png") as tmp:
             tmp.write_bytes(data)
+            tmp.chmod(0o644)  # a report is for sharing (temporary files are created 0600)
         b64 = base64.b64encode(data).decode()
         sections.append(
             f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
@@ -332,5 +333,6 @@ def make_report(
     )
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
+        tmp.chmod(0o644)
     logger.info("wrote %s and %s", out, fig_dir)
     return out

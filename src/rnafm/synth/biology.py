@@ -20,7 +20,13 @@ import numpy as np
 
 from rnafm.synth.config import CellType, Programme, SynthConfig
 
-__all__ = ["GeneModel", "Patients", "build_gene_model", "sample_patients", "expression_from_latents"]
+__all__ = [
+    "GeneModel",
+    "Patients",
+    "build_gene_model",
+    "sample_patients",
+    "expression_from_latents",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -224,17 +230,26 @@ def expression_from_latents(
     dict with ``tpm_true`` (n, G) noise-free TPM, ``log2_true`` (n, G) its log2(x+1),
     ``counts`` (n, G) int64 read counts and ``tpm`` (n, G) TPM computed from the counts.
     """
-    level = genes.type_log[None] + np.einsum("np,ptg->ntg", patients.programmes, genes.effect)  # (n, T, G)
+    level = genes.type_log[None] + np.einsum(
+        "np,ptg->ntg", patients.programmes, genes.effect
+    )  # (n, T, G)
     w = patients.proportions * genes.rna_content[None, :]  # (n, T)
     w /= w.sum(axis=1, keepdims=True)
     mix = np.einsum("nt,ntg->ng", w, np.exp2(level))  # (n, G)
     total = float(np.mean(mix.sum(axis=1)))
     tpm_true = mix / mix.sum(axis=1, keepdims=True) * total  # (n, G)
-    lam = tpm_true * genes.length[None, :] / 1e3 * config.depth * patients.library[:, None]  # (n, G)
+    lam = (
+        tpm_true * genes.length[None, :] / 1e3 * config.depth * patients.library[:, None]
+    )  # (n, G)
     if config.dispersion > 0:
         shape = 1.0 / config.dispersion
         lam = rng.gamma(shape, lam / shape)
     counts = rng.poisson(lam).astype(np.int64)  # (n, G)
     rate = counts / genes.length[None, :]  # (n, G)
     tpm = rate / np.maximum(rate.sum(axis=1, keepdims=True), 1e-12) * total
-    return {"tpm_true": tpm_true, "log2_true": np.log2(tpm_true + 1.0), "counts": counts, "tpm": tpm}
+    return {
+        "tpm_true": tpm_true,
+        "log2_true": np.log2(tpm_true + 1.0),
+        "counts": counts,
+        "tpm": tpm,
+    }

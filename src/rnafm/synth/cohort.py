@@ -23,13 +23,15 @@ import numpy as np
 
 from rnafm._io import atomic_path, read_json, write_json
 from rnafm.synth.biology import (
+    GeneModel,
+    Patients,
     build_gene_model,
     expression_from_latents,
     load_sets,
     sample_patients,
     subtype_names,
 )
-from rnafm.synth.config import CellType, Label, Programme, SynthConfig
+from rnafm.synth.config import ADJACENT_LABELS, CellType, Label, Programme, SynthConfig
 from rnafm.synth.layout import cell_px, layout_slide
 from rnafm.synth.render import make_texture_bank, render_slide
 from rnafm.synth.tiff import write_pyramid_tiff
@@ -72,7 +74,9 @@ class SynthCohort:
         """
         with np.load(self.latent, allow_pickle=False) as z:
             out: dict[str, Any] = {k: z[k] for k in z.files if not k.startswith("labels__")}
-            out["labels"] = {k[len("labels__") :]: z[k] for k in z.files if k.startswith("labels__")}
+            out["labels"] = {
+                k[len("labels__") :]: z[k] for k in z.files if k.startswith("labels__")
+            }
         out.update(read_json(self.latent.with_suffix(".json")))
         return out
 
@@ -103,7 +107,9 @@ def _render_one(
         bank=bank,
         rng=rng,
     )
-    write_pyramid_tiff(path, img, mpp=config.mpp, tile=config.tile_size, quality=config.jpeg_quality)
+    write_pyramid_tiff(
+        path, img, mpp=config.mpp, tile=config.tile_size, quality=config.jpeg_quality
+    )
     return lay.labels, lay.adjacent_fraction
 
 
@@ -115,6 +121,84 @@ def _write_reference(path: Path, slide_ids, slide_patients, genes, tpm, patient_
         lines.append(f"{sid}.tiff,{pid},{PROJECT},{vals}")
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+
+
+def _plan_slides(
+    patients: Patients,
+    cfg: SynthConfig,
+    name_rng: np.random.Generator,
+    comp_rng: np.random.Generator,
+) -> tuple[list[str], list[int], np.ndarray]:
+    """Slide names, the patient index of each slide and each slide's composition (S, T)."""
+    n_slides_of = 1 + (name_rng.random(cfg.n_patients) < cfg.second_slide_fraction)
+    slide_ids, owner = [], []
+    for p, pid in enumerate(patients.ids):
+        for j in range(int(n_slides_of[p])):
+            slide_ids.append(_slide_name(pid, j, name_rng))
+            owner.append(p)
+    alpha = patients.proportions[owner] * _SLIDE_CONCENTRATION + 0.05  # (S, T)
+    return slide_ids, owner, np.stack([comp_rng.dirichlet(a) for a in alpha])
+
+
+def _label_fractions(labels: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Tissue area share of each label (S, n_labels), overall and within the sampled region."""
+    counts = np.stack([np.bincount(lab.ravel(), minlength=len(Label)) for lab in labels])
+    frac = counts.astype(np.float64)
+    frac[:, Label.BACKGROUND] = 0
+    frac /= np.maximum(frac.sum(axis=1, keepdims=True), 1e-12)
+    sampled = frac.copy()
+    sampled[:, list(ADJACENT_LABELS)] = 0
+    sampled /= np.maximum(sampled.sum(axis=1, keepdims=True), 1e-12)
+    return frac, sampled
+
+
+def _save_latents(
+    root: Path,
+    cfg: SynthConfig,
+    genes: GeneModel,
+    patients: Patients,
+    expr: dict[str, np.ndarray],
+    slides: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+) -> Path:
+    """Write latent.npz (arrays), latent.json (names) and synth_config.json; return the npz path."""
+    from rnafm import __version__
+
+    frac, sampled = _label_fractions(list(labels.values()))
+    arrays: dict[str, np.ndarray] = {
+        "patient_ids": np.asarray(patients.ids),
+        "genes": np.asarray(genes.genes),
+        "subtype": patients.subtype,
+        "proportions": patients.proportions,
+        "programmes": patients.programmes,
+        "library": patients.library,
+        **{k: expr[k] for k in ("log2_true", "tpm_true", "tpm", "counts")},
+        **slides,
+        "slide_fractions": frac,
+        "slide_sampled_fractions": sampled,
+        "type_log": genes.type_log,
+        "effect": genes.effect,
+        "in_set": genes.in_set,
+        "length": genes.length,
+        **{f"labels__{sid}": lab for sid, lab in labels.items()},
+    }
+    latent = root / "latent.npz"
+    with atomic_path(latent) as tmp, tmp.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    names = {
+        "cell_type_names": [c.value for c in CellType],
+        "programme_names": [p.value for p in Programme],
+        "visible_programmes": [p.value for p in Programme if p.visible],
+        "label_names": [lab.name.lower() for lab in Label],
+        "subtype_names": subtype_names(cfg.n_subtypes),
+        "cell_px": cell_px(cfg.mpp),
+        "mpp": cfg.mpp,
+        "marker_sets": genes.marker_sets,
+        "programme_sets": genes.programme_sets,
+    }
+    write_json(latent.with_suffix(".json"), names)
+    write_json(root / "synth_config.json", {"rnafm_version": __version__, **cfg.model_dump()})
+    return latent
 
 
 def make_cohort(
@@ -154,85 +238,33 @@ def make_cohort(
     patients = sample_patients(cfg, np.random.default_rng(s_patients))
     expr = expression_from_latents(genes, patients, cfg, np.random.default_rng(s_expr))
 
-    name_rng = np.random.default_rng(s_names)
-    n_slides_of = 1 + (name_rng.random(cfg.n_patients) < cfg.second_slide_fraction)
-    slide_ids, slide_patient_idx = [], []
-    for p, pid in enumerate(patients.ids):
-        for j in range(int(n_slides_of[p])):
-            slide_ids.append(_slide_name(pid, j, name_rng))
-            slide_patient_idx.append(p)
-    slide_patient_idx_arr = np.asarray(slide_patient_idx, dtype=np.int64)
-    comp_rng = np.random.default_rng(s_slides)
-    slide_comp = np.stack(
-        [comp_rng.dirichlet(patients.proportions[p] * _SLIDE_CONCENTRATION + 0.05) for p in slide_patient_idx]
-    )  # (S, T)
+    slide_ids, slide_patient_idx, slide_comp = _plan_slides(
+        patients, cfg, np.random.default_rng(s_names), np.random.default_rng(s_slides)
+    )
     slide_seeds = s_slides.spawn(len(slide_ids))
     bank = make_texture_bank(np.random.default_rng(s_bank), mpp=cfg.mpp)
     paths = [root / "slides" / f"{sid}.tiff" for sid in slide_ids]
 
-    def job(i: int):
-        p = slide_patient_idx[i]
+    def job(i: int) -> tuple[np.ndarray, float]:
+        progs = patients.programmes[slide_patient_idx[i]]
         return _render_one(
-            paths[i], config=cfg, comp=slide_comp[i], progs=patients.programmes[p], bank=bank, seed=slide_seeds[i]
+            paths[i], config=cfg, comp=slide_comp[i], progs=progs, bank=bank, seed=slide_seeds[i]
         )
 
     results = _run_jobs(job, len(slide_ids), progress=cfg.progress)
-    labels = [r[0] for r in results]
-    n_lab = len(Label)
-    frac = np.stack([np.bincount(lab.ravel(), minlength=n_lab) for lab in labels]).astype(np.float64)
-    frac[:, Label.BACKGROUND] = 0
-    tissue_frac = frac / frac.sum(axis=1, keepdims=True)
-    sampled = tissue_frac.copy()
-    sampled[:, [Label.ADJACENT_GLANDS, Label.ADJACENT_MUSCLE]] = 0
-    sampled /= np.maximum(sampled.sum(axis=1, keepdims=True), 1e-12)
-
     slide_patients = [patients.ids[p] for p in slide_patient_idx]
     ref_path = root / "reference.csv"
-    _write_reference(ref_path, slide_ids, slide_patients, genes.genes, expr["tpm"], slide_patient_idx)
-
-    arrays: dict[str, np.ndarray] = {
-        "patient_ids": np.asarray(patients.ids),
-        "genes": np.asarray(genes.genes),
-        "slide_ids": np.asarray(slide_ids),
-        "subtype": patients.subtype,
-        "proportions": patients.proportions,
-        "programmes": patients.programmes,
-        "library": patients.library,
-        "log2_true": expr["log2_true"],
-        "tpm_true": expr["tpm_true"],
-        "tpm": expr["tpm"],
-        "counts": expr["counts"],
-        "slide_patient": slide_patient_idx_arr,
-        "slide_composition": slide_comp,
-        "slide_fractions": tissue_frac,
-        "slide_sampled_fractions": sampled,
-        "adjacent_fraction": np.asarray([r[1] for r in results]),
-        "type_log": genes.type_log,
-        "effect": genes.effect,
-        "in_set": genes.in_set,
-        "length": genes.length,
-    }
-    arrays.update({f"labels__{sid}": lab for sid, lab in zip(slide_ids, labels, strict=True)})
-    latent = root / "latent.npz"
-    with atomic_path(latent) as tmp, tmp.open("wb") as f:
-        np.savez_compressed(f, **arrays)
-    from rnafm import __version__
-
-    write_json(
-        latent.with_suffix(".json"),
-        {
-            "cell_type_names": [c.value for c in CellType],
-            "programme_names": [p.value for p in Programme],
-            "visible_programmes": [p.value for p in Programme if p.visible],
-            "label_names": [lab.name.lower() for lab in Label],
-            "subtype_names": subtype_names(cfg.n_subtypes),
-            "cell_px": cell_px(cfg.mpp),
-            "mpp": cfg.mpp,
-            "marker_sets": genes.marker_sets,
-            "programme_sets": genes.programme_sets,
-        },
+    _write_reference(
+        ref_path, slide_ids, slide_patients, genes.genes, expr["tpm"], slide_patient_idx
     )
-    write_json(root / "synth_config.json", {"rnafm_version": __version__, **cfg.model_dump()})
+    slides = {
+        "slide_ids": np.asarray(slide_ids),
+        "slide_patient": np.asarray(slide_patient_idx, dtype=np.int64),
+        "slide_composition": slide_comp,
+        "adjacent_fraction": np.asarray([r[1] for r in results]),
+    }
+    labels = dict(zip(slide_ids, (r[0] for r in results), strict=True))
+    latent = _save_latents(root, cfg, genes, patients, expr, slides, labels)
 
     cohort = SynthCohort(
         root=root,
@@ -258,7 +290,11 @@ def make_cohort(
             project=PROJECT,
             rng=np.random.default_rng(s_gdc),
         )
-        cohort.gdc_dir, cohort.sample_sheet, cohort.gdc_files = root / "gdc" / "expression", sheet, files
+        cohort.gdc_dir, cohort.sample_sheet, cohort.gdc_files = (
+            root / "gdc" / "expression",
+            sheet,
+            files,
+        )
     logger.info("synthetic cohort: %d patients, %d slides, %d genes in %s",
                 len(patients.ids), len(slide_ids), len(genes.genes), root)  # fmt: skip
     return cohort
@@ -285,7 +321,9 @@ def load_cohort(root: str | os.PathLike[str]) -> SynthCohort:
     root = Path(root)
     cfg_path = root / "synth_config.json"
     if not cfg_path.is_file():
-        raise InputError(f"{cfg_path} not found: {root} is not a synthetic cohort; run `rnafm synth --out {root}`")
+        raise InputError(
+            f"{cfg_path} not found: {root} is not a synthetic cohort; run `rnafm synth --out {root}`"
+        )
     raw = read_json(cfg_path)
     raw.pop("rnafm_version", None)
     cfg = SynthConfig(**raw)

@@ -59,7 +59,11 @@ class Programme(str, Enum):
     @property
     def visible(self) -> bool:
         """Whether the programme changes how the tissue looks."""
-        return self in (Programme.PROLIFERATION, Programme.INFILTRATION, Programme.STROMAL_ACTIVATION)
+        return self in (
+            Programme.PROLIFERATION,
+            Programme.INFILTRATION,
+            Programme.STROMAL_ACTIVATION,
+        )
 
 
 def parse_slide_size(text: str) -> tuple[int, int]:
@@ -76,35 +80,55 @@ class SynthConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     n_patients: int = Field(60, ge=2, le=100_000, description="Number of patients.")
-    seed: int = Field(0, ge=0, description="Seed; the same seed gives byte-identical expression and slides.")
+    seed: int = Field(
+        0, ge=0, description="Seed; the same seed gives byte-identical expression and slides."
+    )
     slide_width: int = Field(4000, ge=512, le=200_000, description="Level-0 slide width in pixels.")
-    slide_height: int = Field(3000, ge=512, le=200_000, description="Level-0 slide height in pixels.")
+    slide_height: int = Field(
+        3000, ge=512, le=200_000, description="Level-0 slide height in pixels."
+    )
     mpp: float = Field(0.5, gt=0.05, le=10.0, description="Microns per level-0 pixel (0.5 is 20x).")
     second_slide_fraction: float = Field(
         0.2, ge=0.0, le=1.0, description="Share of patients with a second diagnostic slide."
     )
     gene_sets: str = Field(
-        "hallmark", description="Gene-set collection (bundled name or .gmt path) the genes come from."
+        "hallmark",
+        description="Gene-set collection (bundled name or .gmt path) the genes come from.",
     )
     n_genes: int | None = Field(
-        None, ge=20, description="Number of genes (a seeded subset); None keeps every gene of the sets."
+        None,
+        ge=20,
+        description="Number of genes (a seeded subset); None keeps every gene of the sets.",
     )
     n_unassigned_genes: int = Field(
-        60, ge=0, le=1000, description="Extra real gene symbols in no set (capped by the built-in list)."
+        60,
+        ge=0,
+        le=1000,
+        description="Extra real gene symbols in no set (capped by the built-in list).",
     )
     n_subtypes: int = Field(3, ge=1, le=3, description="Number of tumour subtypes.")
     max_adjacent_fraction: float = Field(
-        0.6, ge=0.0, lt=1.0, description="Largest share of tissue that is adjacent normal (not sampled)."
+        0.6,
+        ge=0.0,
+        lt=1.0,
+        description="Largest share of tissue that is adjacent normal (not sampled).",
     )
     dispersion: float = Field(
-        0.05, ge=0.0, le=2.0, description="Negative-binomial dispersion of the counts (biological noise)."
+        0.05,
+        ge=0.0,
+        le=2.0,
+        description="Negative-binomial dispersion of the counts (biological noise).",
     )
     depth: float = Field(
         20.0, gt=0.0, description="Sequencing depth: expected reads per kilobase per unit of TPM."
     )
-    gdc: bool = Field(False, description="Also write GDC-style STAR-counts TSVs and a sample sheet.")
+    gdc: bool = Field(
+        False, description="Also write GDC-style STAR-counts TSVs and a sample sheet."
+    )
     jpeg_quality: int = Field(85, ge=30, le=100, description="JPEG quality of the slide tiles.")
-    tile_size: int = Field(256, ge=16, le=2048, description="TIFF tile side in pixels (multiple of 16).")
+    tile_size: int = Field(
+        256, ge=16, le=2048, description="TIFF tile side in pixels (multiple of 16)."
+    )
     progress: bool = Field(True, description="Show a progress bar while slides are drawn.")
 
     @field_validator("tile_size")

@@ -40,7 +40,9 @@ class DemoConfig(BaseModel):
     slide_width: int = Field(..., ge=512, description="Level-0 slide width in pixels.")
     slide_height: int = Field(..., ge=512, description="Level-0 slide height in pixels.")
     n_genes: int | None = Field(..., ge=20, description="Genes (a seeded subset of Hallmark).")
-    mpp: float = Field(..., gt=0, description="Microns per pixel the slides are drawn and tiled at.")
+    mpp: float = Field(
+        ..., gt=0, description="Microns per pixel the slides are drawn and tiled at."
+    )
     patch_size: int = Field(..., ge=32, description="Tile side in pixels at ``mpp``.")
     n_clusters: int = Field(..., ge=2, description="K-means clusters per slide.")
     n_folds: int = Field(5, ge=2, description="Patient-level cross-validation folds.")
@@ -51,7 +53,9 @@ class DemoConfig(BaseModel):
         default_factory=dict, description="Overrides of the RNA-FM TrainConfig for the demo."
     )
     draws: int = Field(16, ge=2, description="Posterior draws per slide.")
-    gdc: bool = Field(True, description="Write GDC STAR-counts files and build the cohort from them.")
+    gdc: bool = Field(
+        True, description="Write GDC STAR-counts files and build the cohort from them."
+    )
     seed: int = Field(0, ge=0, description="Seed of the cohort, folds and models.")
 
 
@@ -61,14 +65,15 @@ def demo_config(size: DemoSize | str = DemoSize.DEFAULT, **overrides: Any) -> De
     if size is DemoSize.QUICK:
         base: dict[str, Any] = dict(
             n_patients=60, slide_width=1280, slide_height=1024, mpp=1.0, n_genes=300, patch_size=128,
-            n_clusters=64, n_folds=4, draws=8, gdc=True,
-            train={"optim.epochs": 60, "optim.max_minutes": 0.25, "model.hidden": 64, "model.depth": 2},
+            n_clusters=64, n_folds=3, draws=8, gdc=True,
+            train={"optim.epochs": 200, "optim.max_minutes": 0.4, "model.hidden": 64, "model.depth": 2,
+                   "sampler.steps": 10, "validation.draws": 4, "calibration.draws": 8},
         )  # fmt: skip
     else:
         base = dict(
             n_patients=120, slide_width=3072, slide_height=2304, mpp=0.5, n_genes=1000, patch_size=256,
             n_clusters=100, n_folds=5, draws=16, gdc=True,
-            train={"optim.epochs": 150, "optim.max_minutes": 1.0},
+            train={"optim.epochs": 300, "optim.max_minutes": 1.2, "sampler.steps": 10},
         )  # fmt: skip
     base.update({k: v for k, v in overrides.items() if v is not None})
     return DemoConfig(**base)
@@ -83,27 +88,30 @@ class DemoResult:
     features: Path
     reference: Path
     cv_dir: Path
-    summary: dict[str, dict[str, Any]]  # model -> metrics (mean_pearson, top100_pearson, rmse, coverage_90)
+    summary: dict[
+        str, dict[str, Any]
+    ]  # model -> metrics (mean_pearson, top100_pearson, rmse, coverage_90)
     report: Path | None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Table row of one model: top-100 genes ranked on validation data when available."""
     g = metrics["genes"]
-    top = g.get("top_k_pearson_r", {})
-    rank = next(iter(top), None)
-    top100 = top[rank].get("100", top[rank].get(100)) if rank else None
-    if top100 is None and rank:
-        vals = top[rank]
-        top100 = vals[max(vals, key=lambda k: int(k))] if vals else None
+    top = g.get("top_k_pearson_r") or {}
+    rank, top100 = None, None
+    for name in ("ranked_by_validation", "ranked_by_test"):
+        value = (top.get(name) or {}).get("top_100")
+        if value is not None:
+            rank, top100 = name.removeprefix("ranked_by_"), value
+            break
     u = metrics.get("uncertainty") or {}
-    cov = (u.get("coverage") or {}).get("0.9")
     return {
         "mean_pearson": g["mean_pearson_r"],
         "top100_pearson": top100,
         "top_rank": rank,
         "rmse": g["mean_rmse"],
-        "coverage_90": cov,
+        "coverage_90": (u.get("coverage") or {}).get("0.9"),
     }
 
 
@@ -159,7 +167,9 @@ def run_demo(
     from rnafm.features.clusters import ClusterConfig
 
     ref = load_reference(reference, scale=ExpressionScale.RAW)
-    data = load_cohort_data(features, reference=ref, cluster_config=ClusterConfig(k=cfg.n_clusters, seed=cfg.seed))
+    data = load_cohort_data(
+        features, reference=ref, cluster_config=ClusterConfig(k=cfg.n_clusters, seed=cfg.seed)
+    )
     seconds["cohort"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -210,7 +220,11 @@ def _reference(cohort: Any, out: Path, cfg: DemoConfig) -> Path:
 
         path = out / "reference_from_gdc.csv"
         build_cohort(
-            cohort.gdc_dir, [str(p) for p in cohort.slides], out=path, sample_sheet=cohort.sample_sheet, min_mean=0.0
+            cohort.gdc_dir,
+            [str(p) for p in cohort.slides],
+            out=path,
+            sample_sheet=cohort.sample_sheet,
+            min_mean=0.0,
         )
         return path
     return cohort.reference

@@ -106,14 +106,24 @@ def write_gdc_files(
                 f"{_fmt(all_tpm[g])}\t{_fmt(fpkm[g])}\t{_fmt(fpkm_uq[g])}"
             )
             if g in par:
-                lines.append(f"{ids[g]}_PAR_Y\t{sym}\tprotein_coding\t0\t0\t0\t0.0000\t0.0000\t0.0000")
+                lines.append(
+                    f"{ids[g]}_PAR_Y\t{sym}\tprotein_coding\t0\t0\t0\t0.0000\t0.0000\t0.0000"
+                )
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
         files.append(path)
         sheet_rows.append(
             "\t".join(
-                [file_id, name, "Transcriptome Profiling", "Gene Expression Quantification", project,
-                 patient, f"{patient}-01A", "Primary Tumor"]
+                [
+                    file_id,
+                    name,
+                    "Transcriptome Profiling",
+                    "Gene Expression Quantification",
+                    project,
+                    patient,
+                    f"{patient}-01A",
+                    "Primary Tumor",
+                ]
             )  # fmt: skip
         )
     sheet = out / "gdc_sample_sheet.tsv"

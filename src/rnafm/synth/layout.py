@@ -25,6 +25,7 @@ def cell_px(mpp: float) -> int:
     """Level-0 pixels per label-grid cell at ``mpp`` microns per pixel."""
     return max(4, round(CELL_UM / mpp))
 
+
 # Smoothness (grid cells) of each sampled type's random field: nests, aggregates, sheets.
 _FIELD_SIGMA = {
     Label.TUMOUR: 2.2,

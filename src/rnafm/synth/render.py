@@ -151,7 +151,9 @@ def _points(labels: np.ndarray, label: Label, per_um2: float, mpp: float, rng: n
     return y, x
 
 
-def _nuclei(labels: np.ndarray, programmes: np.ndarray, mpp: float, rng: np.random.Generator) -> _Nuclei:
+def _nuclei(
+    labels: np.ndarray, programmes: np.ndarray, mpp: float, rng: np.random.Generator
+) -> _Nuclei:
     """Nucleus centres, shapes and darkness for every tissue type on the slide."""
     prolif, activation = float(programmes[0]), float(np.clip(programmes[2], -1.5, 2.0))
     parts: list[_Nuclei] = []
@@ -167,7 +169,12 @@ def _nuclei(labels: np.ndarray, programmes: np.ndarray, mpp: float, rng: np.rand
         y, x = pts(lab, dens * grow)
         size = np.clip(rng.normal(5.5 * grow, 1.1, y.size), 3.0, 10.0) / mpp
         mit = rng.random(y.size) < 0.03 * np.exp(0.8 * prolif)
-        add(y, x, np.where(mit, _code("mitosis", size), _code("vesicular", size)), rng.uniform(0.75, 1.05, y.size))
+        add(
+            y,
+            x,
+            np.where(mit, _code("mitosis", size), _code("vesicular", size)),
+            rng.uniform(0.75, 1.05, y.size),
+        )
     for lab, dens in ((Label.LYMPHOCYTE, 1 / 60), (Label.TUMOUR_INFILTRATED, 0.5 / 60)):
         y, x = pts(lab, dens)
         size = np.clip(rng.normal(3.2, 0.3, y.size), 2.5, 4.0) / mpp
@@ -176,7 +183,12 @@ def _nuclei(labels: np.ndarray, programmes: np.ndarray, mpp: float, rng: np.rand
     plump = rng.random(y.size) < float(np.clip(0.25 + 0.3 * activation, 0.0, 0.95))
     ang = rng.integers(0, _ANGLES, y.size)
     size = np.clip(rng.normal(6.0, 1.0, y.size), 4.0, 9.0) / mpp
-    add(y, x, np.where(plump, _code("plump", size, ang), _code("spindle", size, ang)), rng.uniform(0.9, 1.2, y.size))
+    add(
+        y,
+        x,
+        np.where(plump, _code("plump", size, ang), _code("spindle", size, ang)),
+        rng.uniform(0.9, 1.2, y.size),
+    )
     y, x = pts(Label.ADJACENT_MUSCLE, 1 / 400)
     size = np.clip(rng.normal(8.0, 0.8, y.size), 6.0, 10.0) / mpp
     add(y, x, _code("cigar", size, rng.integers(0, _ANGLES, y.size)), rng.uniform(0.8, 1.0, y.size))
@@ -205,11 +217,15 @@ def _glands(labels: np.ndarray, mpp: float, rng: np.random.Generator):
     ring_r = r[owner] + gap
     ny = (y[owner] + ring_r * np.sin(ang)).astype(np.int64)
     nx = (x[owner] + ring_r * np.cos(ang)).astype(np.int64)
-    ring = _Nuclei(ny, nx, _code("solid", np.full(ny.size, 2.6 / mpp)), rng.uniform(1.0, 1.3, ny.size))
+    ring = _Nuclei(
+        ny, nx, _code("solid", np.full(ny.size, 2.6 / mpp)), rng.uniform(1.0, 1.3, ny.size)
+    )
     return (y, x, r), ring
 
 
-def _splat(nuclei: _Nuclei, bank: TextureBank, y0: int, y1: int, width: int, reach: int) -> np.ndarray:
+def _splat(
+    nuclei: _Nuclei, bank: TextureBank, y0: int, y1: int, width: int, reach: int
+) -> np.ndarray:
     """Haematoxylin (rows y1 - y0, width) from the nuclei whose stamps touch the strip."""
     h = y1 - y0
     sel = np.nonzero((nuclei.y >= y0 - reach) & (nuclei.y < y1 + reach))[0]
@@ -294,12 +310,19 @@ def render_slide(
     wx = _interp_matrix(lw, gw, _LOW, cell)  # (gw, lw)
     wy = _interp_matrix(lh, gh, _LOW, cell).T  # (lh, gh)
     amp = 6.0 / mpp  # boundary jitter in pixels
-    jit = [wy @ (_unit(ndimage.gaussian_filter(rng.standard_normal((gh, gw)), 1.0)) * amp) @ wx for _ in "yx"]
+    jit = [
+        wy @ (_unit(ndimage.gaussian_filter(rng.standard_normal((gh, gw)), 1.0)) * amp) @ wx
+        for _ in "yx"
+    ]
     mix = wy @ _unit(ndimage.gaussian_filter(rng.standard_normal((gh, gw)), 2.0)) @ wx  # (lh, lw)
     ly = ((np.arange(lh)[:, None] + 0.5) * _LOW + jit[0]) // cell
     lx = ((np.arange(lw)[None, :] + 0.5) * _LOW + jit[1]) // cell
-    lab_low = labels[np.clip(ly, 0, gh - 1).astype(np.int64), np.clip(lx, 0, gw - 1).astype(np.int64)]
-    w_h_low = (0.5 + 0.5 * np.tanh(1.5 * mix)).astype(np.float32)  # (lh, lw) weight of horizontal fibres
+    lab_low = labels[
+        np.clip(ly, 0, gh - 1).astype(np.int64), np.clip(lx, 0, gw - 1).astype(np.int64)
+    ]
+    w_h_low = (0.5 + 0.5 * np.tanh(1.5 * mix)).astype(
+        np.float32
+    )  # (lh, lw) weight of horizontal fibres
     oy, ox = (int(v) for v in rng.integers(0, _BANK, 2))
     lut = np.array([_BASE[lab] for lab in Label], dtype=np.float32)  # (n_labels, 4)
     colour = _colour_lut()
@@ -320,7 +343,9 @@ def render_slide(
         mottle = _periodic(bank.mottle, y0, h, width, oy, ox) * (lab != Label.BACKGROUND)
         fibre = w_h * _periodic(bank.fibre_h, y0, h, width, oy, ox)
         fibre += (1 - w_h) * _periodic(bank.fibre_v, y0, h, width, oy, ox)
-        h_c = up(base[..., 0]) + up(base[..., 2]) * grain + _splat(nuclei, bank, y0, y1, width, reach)
+        h_c = (
+            up(base[..., 0]) + up(base[..., 2]) * grain + _splat(nuclei, bank, y0, y1, width, reach)
+        )
         e_c = up(base[..., 1]) * (1 + np.float32(0.15) * mottle) + up(base[..., 2]) * grain
         e_c += up(base[..., 3]) * fibre
         lumen = _lumen(glands, y0, y1, width)
