@@ -56,3 +56,26 @@ def test_preprocess_distributed_local_cluster(tmp_path: Path) -> None:
     again = preprocess_distributed([slides], out, config, scheduler="serial", progress=False)
     assert {j.status.value for j in again.tiling.jobs} == {"skipped", "failed"}
     assert {j.status.value for j in again.extraction.jobs} == {"skipped"}
+
+
+def test_cli_preprocess_with_local_scheduler(tmp_path: Path) -> None:
+    """`rnafm preprocess --scheduler local` through the real console script."""
+    import os
+    import subprocess
+    import sys
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    _write_slide(slides / "a.tiff", seed=3)
+    (slides / "bad.tiff").write_bytes(b"II*\x00broken")
+    out = tmp_path / "prep"
+    exe = Path(sys.executable).with_name("rnafm")
+    proc = subprocess.run(
+        [str(exe), "preprocess", str(slides), "--out", str(out), "--patch-size", "64",
+         "--min-tissue", "0.3", "--scheduler", "local", "--dask-workers", "2", "--no-progress"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # one slide failed
+    assert (out / "features" / "builtin" / "a.h5").is_file()
+    failures = json.loads((out / "failures.json").read_text())
+    assert [f["slide_id"] for f in failures["failures"]] == ["bad"]

@@ -169,10 +169,21 @@ def extract_cmd(
 )
 @_tiling_options
 @_extract_options
+@click.option("--scheduler", default=None,
+              help="Distribute one task per slide with Dask: 'local' (a LocalCluster on this machine) "
+                   "or a scheduler address such as tcp://head:8786. Default: this process.")  # fmt: skip
+@click.option("--dask-workers", type=int, default=None,
+              help="Worker processes of a --scheduler local cluster [default: CPU count].")  # fmt: skip
 @_common
 @_config_errors
 def preprocess_cmd(
-    slides: tuple[str, ...], out: Path, overwrite: bool, no_progress: bool, **kw: Any
+    slides: tuple[str, ...],
+    out: Path,
+    overwrite: bool,
+    no_progress: bool,
+    scheduler: str | None,
+    dask_workers: int | None,
+    **kw: Any,
 ) -> None:
     """Tile SLIDES and encode the tiles: OUT/tiles, OUT/thumbnails, OUT/features/<encoder>.
 
@@ -181,10 +192,24 @@ def preprocess_cmd(
     from rnafm.features.preprocess import PreprocessConfig, preprocess
 
     progress = not no_progress
+    if scheduler is not None:
+        kw["workers"] = 0  # Dask worker processes cannot start DataLoader worker processes
     config = PreprocessConfig(
         tiling=_tiling_config(kw, overwrite=overwrite, progress=progress),
         extraction=_extract_config(kw, overwrite=overwrite, progress=progress, slides_dir=None),
     )
-    report = preprocess(list(slides), out, config)
+    if scheduler is None:
+        report = preprocess(list(slides), out, config)
+    else:
+        from rnafm.distributed.preprocess import preprocess_distributed
+
+        report = preprocess_distributed(
+            list(slides),
+            out,
+            config,
+            scheduler=scheduler,
+            n_workers=dask_workers,
+            progress=progress,
+        )
     _finish(report.tiling, report.extraction)
     click.echo(f"features: {report.features}")

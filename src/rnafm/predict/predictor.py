@@ -46,17 +46,19 @@ class Predictor:
     """
 
     def __init__(self, run_dir: Path, *, device: str = "auto") -> None:
+        from rnafm.train.run import CALIBRATION, GENES, TOKENS, WEIGHTS, check_run
+
+        self.run_dir = Path(run_dir)
+        meta = check_run(self.run_dir)  # before importing torch: bad runs fail fast
+
         from safetensors.torch import load_file
 
         from rnafm.model import build_model
         from rnafm.pathways import PathwayTokens
         from rnafm.predict.sampling import resolve_device
         from rnafm.train.config import TrainConfig
-        from rnafm.train.run import CALIBRATION, GENES, TOKENS, WEIGHTS, check_run
         from rnafm.train.targets import load_targets
 
-        self.run_dir = Path(run_dir)
-        meta = check_run(self.run_dir)
         try:
             self.config = TrainConfig.model_validate(meta["config"])
             self.tokens = PathwayTokens.from_dict(read_json(self.run_dir / TOKENS))

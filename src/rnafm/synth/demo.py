@@ -71,9 +71,9 @@ def demo_config(size: DemoSize | str = DemoSize.DEFAULT, **overrides: Any) -> De
         )  # fmt: skip
     else:
         base = dict(
-            n_patients=120, slide_width=3072, slide_height=2304, mpp=0.5, n_genes=1000, patch_size=256,
+            n_patients=100, slide_width=3072, slide_height=2304, mpp=0.5, n_genes=1000, patch_size=256,
             n_clusters=100, n_folds=5, draws=16, gdc=True,
-            train={"optim.epochs": 300, "optim.max_minutes": 1.2, "sampler.steps": 10},
+            train={"optim.epochs": 300, "optim.max_minutes": 0.8, "sampler.steps": 10},
         )  # fmt: skip
     base.update({k: v for k, v in overrides.items() if v is not None})
     return DemoConfig(**base)
@@ -96,7 +96,11 @@ class DemoResult:
 
 
 def _row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Table row of one model: top-100 genes ranked on validation data when available."""
+    """Table row of one model.
+
+    Top-100 genes are ranked on validation data when available (else on the test data, as papers
+    do); coverage is that of the 90% interval the model writes, else of its Gaussian/draws interval.
+    """
     g = metrics["genes"]
     top = g.get("top_k_pearson_r") or {}
     rank, top100 = None, None
@@ -106,12 +110,17 @@ def _row(metrics: dict[str, Any]) -> dict[str, Any]:
             rank, top100 = name.removeprefix("ranked_by_"), value
             break
     u = metrics.get("uncertainty") or {}
+    stored = u.get("stored_interval") or {}
+    if stored.get("coverage") is not None and abs(float(stored.get("level", 0)) - 0.9) < 1e-6:
+        coverage = stored["coverage"]  # the 90% interval the model writes in its predictions
+    else:
+        coverage = (u.get("coverage") or {}).get("0.9")
     return {
         "mean_pearson": g["mean_pearson_r"],
         "top100_pearson": top100,
         "top_rank": rank,
         "rmse": g["mean_rmse"],
-        "coverage_90": (u.get("coverage") or {}).get("0.9"),
+        "coverage_90": coverage,
     }
 
 

@@ -130,9 +130,10 @@ class TrainConfig(BaseModel):
         "is less noisy (validation and prediction).",
     )
     clusters: ClusterConfig = Field(
-        default_factory=lambda: ClusterConfig(max_iter=25),
-        description="k-means per slide (25 Lloyd iterations: later ones move little, and "
-        "clustering a few hundred large slides must fit the time budget).",
+        default_factory=lambda: ClusterConfig(max_iter=20, fit_tiles=4096),
+        description="k-means per slide, fitted on <= 4096 tiles for <= 20 Lloyd iterations "
+        "(later ones move little; a few hundred large slides must be clustered within the time "
+        "budget). Means and sizes are over all tiles, so the size-weighted mean is exact.",
     )
     tokens: TokenConfig = Field(default_factory=TokenConfig)
     model: ModelConfig = Field(
