@@ -87,3 +87,30 @@ def test_quick_demo_acceptance(tmp_path):
     assert 0.85 <= rnafm["coverage_90"] <= 0.95, rnafm
     report = out / "report.html"
     assert report.is_file() and report.stat().st_size > 10_000
+
+
+def test_summarise_uses_one_ranking_and_the_stored_interval():
+    from rnafm.synth.demo import summarise
+
+    def metrics(val_top, stored=None, draws_cov=0.7):
+        u = {"coverage": {"0.9": draws_cov}}
+        if stored is not None:
+            u["stored_interval"] = {"level": 0.9, "coverage": stored}
+        return {
+            "genes": {
+                "mean_pearson_r": 0.5,
+                "mean_rmse": 0.4,
+                "top_k_pearson_r": {
+                    "ranked_by_test": {"top_100": 0.8},
+                    "ranked_by_validation": {"top_100": val_top},
+                },
+            },
+            "uncertainty": u,
+        }
+
+    rows = summarise({"rnafm": metrics(0.7, stored=0.91), "ridge": metrics(None)})
+    assert rows["rnafm"]["top_rank"] == rows["ridge"]["top_rank"] == "test"
+    assert rows["rnafm"]["top100_pearson"] == 0.8
+    assert rows["rnafm"]["coverage_90"] == 0.91 and rows["ridge"]["coverage_90"] == 0.7
+    rows = summarise({"rnafm": metrics(0.7), "ridge": metrics(0.6)})
+    assert rows["ridge"]["top_rank"] == "validation" and rows["ridge"]["top100_pearson"] == 0.6

@@ -62,6 +62,33 @@ def test_cross_fit_is_out_of_fold_by_patient():
     np.testing.assert_allclose(oof2[:3], oof1[:3])
 
 
+def test_kernel_ridge_matches_direct_dual_solution_and_roundtrips(tmp_path):
+    from rnafm.train.prior import RidgePrior, _rbf, median_gamma
+
+    rng = np.random.default_rng(5)
+    n, d, g = 17, 3, 4
+    x = rng.normal(size=(n, d))
+    y = np.sin(x @ rng.normal(size=(d, g))) + 0.1 * rng.normal(size=(n, g))
+    gamma = median_gamma(x)
+    prior = fit_ridge(x, y, (0.1, 1.0), gamma=gamma)
+    x_new = rng.normal(size=(5, d))
+    # kernel ridge with an unpenalised intercept, solved directly from the centred kernel
+    k = _rbf(x, x, gamma)
+    h = np.eye(n) - 1.0 / n
+    kc = h @ k @ h
+    k_new = _rbf(x_new, x, gamma)
+    kc_new = (k_new - k.mean(0)) - (k_new - k.mean(0)).mean(1, keepdims=True)
+    for j in range(g):
+        a = np.linalg.solve(kc + prior.alphas[j] * np.eye(n), y[:, j] - y[:, j].mean())
+        np.testing.assert_allclose(
+            prior.predict(x_new)[:, j], kc_new @ a + y[:, j].mean(), rtol=1e-4, atol=1e-5
+        )
+    prior.save(tmp_path / "p.npz")
+    back = RidgePrior.load(tmp_path / "p.npz")
+    np.testing.assert_allclose(back.predict(x_new), prior.predict(x_new))
+    assert back.kernel == "rbf"
+
+
 def test_pool_clusters_is_tile_mean():
     rng = np.random.default_rng(2)
     tiles = rng.normal(size=(11, 4))

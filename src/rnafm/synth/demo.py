@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm._io import write_json
 
-__all__ = ["DemoSize", "DemoConfig", "DemoResult", "demo_config", "run_demo"]
+__all__ = ["DemoSize", "DemoConfig", "DemoResult", "demo_config", "run_demo", "summarise"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,33 +95,40 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Table row of one model.
+def _top100(metrics: dict[str, Any], ranking: str) -> float | None:
+    top = (metrics["genes"].get("top_k_pearson_r") or {}).get(f"ranked_by_{ranking}") or {}
+    return top.get("top_100")
 
-    Top-100 genes are ranked on validation data when available (else on the test data, as papers
-    do); coverage is that of the 90% interval the model writes, else of its Gaussian/draws interval.
+
+def _row(metrics: dict[str, Any], ranking: str) -> dict[str, Any]:
+    """Table row of one model; top-100 genes ranked by ``ranking`` ("validation" or "test").
+
+    Coverage is that of the 90% interval the model writes in its predictions when it writes one,
+    else that of its Gaussian (std) or draws interval.
     """
     g = metrics["genes"]
-    top = g.get("top_k_pearson_r") or {}
-    rank, top100 = None, None
-    for name in ("ranked_by_validation", "ranked_by_test"):
-        value = (top.get(name) or {}).get("top_100")
-        if value is not None:
-            rank, top100 = name.removeprefix("ranked_by_"), value
-            break
     u = metrics.get("uncertainty") or {}
     stored = u.get("stored_interval") or {}
     if stored.get("coverage") is not None and abs(float(stored.get("level", 0)) - 0.9) < 1e-6:
-        coverage = stored["coverage"]  # the 90% interval the model writes in its predictions
+        coverage = stored["coverage"]
     else:
         coverage = (u.get("coverage") or {}).get("0.9")
     return {
         "mean_pearson": g["mean_pearson_r"],
-        "top100_pearson": top100,
-        "top_rank": rank,
+        "top100_pearson": _top100(metrics, ranking),
+        "top_rank": ranking,
         "rmse": g["mean_rmse"],
         "coverage_90": coverage,
     }
+
+
+def summarise(metrics: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One row per model; top-100 genes ranked on validation data when every model has that
+    ranking (the honest one), else on the test data for all (what papers report)."""
+    models = [m for m in metrics.values() if m.get("genes")]
+    honest = bool(models) and all(_top100(m, "validation") is not None for m in models)
+    ranking = "validation" if honest else "test"
+    return {name: _row(m, ranking) for name, m in metrics.items()}
 
 
 def run_demo(
@@ -199,7 +206,7 @@ def run_demo(
     report = _report(out, cv)
     seconds["report"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
-    summary = {name: _row(m) for name, m in cv.metrics.items()}
+    summary = summarise(cv.metrics)
     write_json(out / "demo_summary.json", {"models": summary, "seconds": seconds})
     return DemoResult(
         out=out, cohort=cohort, features=features, reference=reference, cv_dir=out / "cv",

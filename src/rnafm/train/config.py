@@ -98,6 +98,11 @@ class PriorConfig(BaseModel):
         description="Reduced-rank projections of the ridge fit tried (besides full rank); the "
         "rank with the best out-of-fold mean per-gene PCC is used. Empty: plain ridge.",
     )
+    rbf_widths: tuple[float, ...] = Field(
+        (0.25, 0.5, 1.0),
+        description="RBF kernel ridge candidates (gamma = factor x the median heuristic) that "
+        "compete with the linear ridge on out-of-fold PCC. Empty: linear only.",
+    )
 
 
 class CalibrationConfig(BaseModel):

@@ -80,8 +80,9 @@ def _save_weights(module: torch.nn.Module, path: Path) -> None:
         save_file(tensors, str(tmp))
 
 
-def _save_checkpoint(path, model, ema, opt, state, gens, config) -> None:
+def _save_checkpoint(path, model, ema, opt, state, gens, config, data_key) -> None:
     blob = {
+        "data": data_key,
         "model": model.state_dict(),
         "ema": ema.state_dict(),
         "optimizer": opt.state_dict(),
@@ -93,13 +94,17 @@ def _save_checkpoint(path, model, ema, opt, state, gens, config) -> None:
         torch.save(blob, tmp)
 
 
-def _load_checkpoint(path, model, ema, opt, gens, config) -> _State:
+def _load_checkpoint(path, model, ema, opt, gens, config, data_key) -> _State:
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    if blob["config"] != config.model_dump(mode="json"):
-        raise InputError(
-            f"{path}: the checkpoint was written with a different configuration; use another "
-            "--out folder, or pass resume=False (--no-resume) to start this one afresh."
-        )
+    for what, ours, theirs in (
+        ("configuration", config.model_dump(mode="json"), blob.get("config")),
+        ("training data", data_key, blob.get("data")),
+    ):
+        if ours != theirs:
+            raise InputError(
+                f"{path}: the checkpoint was written with a different {what}; use another "
+                "--out folder, or pass resume=False (--no-resume) to start this one afresh."
+            )
     model.load_state_dict(blob["model"])
     ema.load_state_dict(blob["ema"])
     opt.load_state_dict(blob["optimizer"])
@@ -240,9 +245,14 @@ def fit(train, *, val, tokens, config: TrainConfig, out) -> Path:
     )
     spe = math.ceil(n / o.batch_size)
     state = _State(plan_epochs=o.epochs)
+    data_key = {
+        "train": list(train.slide_ids),
+        "val": [] if val is None else list(val.slide_ids),
+        "shape": [int(n), int(k), int(d), len(genes)],
+    }
     ckpt = out / CHECKPOINT
     if config.resume and ckpt.is_file():
-        state = _load_checkpoint(ckpt, model, ema, opt, gens, config)
+        state = _load_checkpoint(ckpt, model, ema, opt, gens, config, data_key)
         truncate_history(out, state.step)
         logger.info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
     else:
@@ -253,11 +263,13 @@ def fit(train, *, val, tokens, config: TrainConfig, out) -> Path:
         torch.as_tensor(train.sizes, device=device),  # (n, K)
         torch.as_tensor(y_model, device=device),  # (n, G)
     )
-    _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, ckpt)
+    _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, (ckpt, data_key))
     return _finish(out, ema, validator, config, device, state)
 
 
-def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, ckpt) -> None:
+def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, checkpoint):
+    """Epochs, validations and checkpoints until early stop, budget or plan end."""
+    ckpt, data_key = checkpoint  # path, fingerprint of the training data
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     o = config.optim
@@ -289,7 +301,7 @@ def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator
                     )
                     state.bad = 0
                     _save_weights(ema, out / WEIGHTS)
-                elif state.planned:
+                elif state.planned and state.step >= o.warmup_steps:
                     state.bad += 1
                 bar.update(task, description=f"training (val PCC {scores['val_pcc']:.3f})")
             state.elapsed = time.perf_counter() - start
@@ -304,7 +316,7 @@ def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator
                 or state.epoch >= state.plan_epochs
             )
             if state.finished or time.perf_counter() - last_ckpt > 60 or "val_pcc" in record:
-                _save_checkpoint(ckpt, model, ema, opt, state, gens, config)
+                _save_checkpoint(ckpt, model, ema, opt, state, gens, config, data_key)
                 last_ckpt = time.perf_counter()
 
 

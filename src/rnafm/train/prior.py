@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RidgePrior", "pool_clusters", "fit_ridge", "cross_fit_ridge"]
+__all__ = ["RidgePrior", "pool_clusters", "fit_ridge", "cross_fit_ridge", "median_gamma"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,24 +46,47 @@ def pool_clusters(clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 
 @dataclass
 class RidgePrior:
-    """A fitted ridge map from mean-pooled features (D,) to z-scored expression (G,)."""
+    """A fitted (kernel) ridge map from mean-pooled features (D,) to z-scored expression (G,).
+
+    ``predict(x) = phi(x) @ weights + y_mean`` with ``phi(x) = x - x_mean`` (linear, weights
+    (D, G)) or the centred RBF kernel between x and the training slides (rbf, weights (n, G)).
+    """
 
     x_mean: np.ndarray  # float64 (D,)
-    weights: np.ndarray  # float32 (D, G)
+    weights: np.ndarray  # float32 (D, G) linear, (n, G) rbf
     y_mean: np.ndarray  # float64 (G,)
     alphas: np.ndarray  # float64 (G,) chosen penalty per gene (absolute)
     res_std: np.ndarray  # float64 (G,) std of the cross-fitted residual per gene
     rank: int = 0  # rank of the reduced-rank projection (0: full rank)
+    gamma: float = 0.0  # RBF inverse width; 0 for the linear ridge
+    anchors: np.ndarray | None = None  # float64 (n, D) training features (rbf only)
+    k_col_mean: np.ndarray | None = None  # float64 (n,) column means of the training kernel
+    k_mean: float = 0.0  # mean of the training kernel
+
+    @property
+    def kernel(self) -> str:
+        """``linear`` or ``rbf``."""
+        return "rbf" if self.gamma > 0 else "linear"
+
+    def features(self, pooled: np.ndarray) -> np.ndarray:
+        """phi(x): centred features (m, D) or centred kernel columns (m, n)."""
+        x = np.asarray(pooled, dtype=np.float64)  # (m, D)
+        if self.gamma <= 0:
+            return x - self.x_mean  # (m, D)
+        k = _rbf(x, self.anchors, self.gamma)  # (m, n)
+        return k - k.mean(axis=1, keepdims=True) - self.k_col_mean + self.k_mean  # (m, n)
 
     def predict(self, pooled: np.ndarray) -> np.ndarray:
-        """Predicted z-scores (n, G) for mean-pooled features (n, D)."""
-        xc = np.asarray(pooled, dtype=np.float64) - self.x_mean  # (n, D)
-        return (xc @ self.weights + self.y_mean).astype(np.float64)  # (n, G)
+        """Predicted z-scores (m, G) for mean-pooled features (m, D)."""
+        return self.features(pooled) @ self.weights.astype(np.float64) + self.y_mean  # (m, G)
 
     def save(self, path: Path) -> None:
         """Write the prior as ``.npz`` atomically."""
         from rnafm._io import atomic_path
 
+        extra = {}
+        if self.gamma > 0:
+            extra = {"anchors": self.anchors, "k_col_mean": self.k_col_mean}
         with atomic_path(path) as tmp, tmp.open("wb") as f:
             np.savez(
                 f,
@@ -73,6 +96,9 @@ class RidgePrior:
                 alphas=self.alphas,
                 res_std=self.res_std,
                 rank=np.asarray(self.rank),
+                gamma=np.asarray(self.gamma),
+                k_mean=np.asarray(self.k_mean),
+                **extra,
             )
 
     @classmethod
@@ -80,15 +106,39 @@ class RidgePrior:
         """Read a prior written by :meth:`save`."""
         with np.load(path) as z:
             keys = ("x_mean", "weights", "y_mean", "alphas", "res_std")
-            return cls(**{k: z[k] for k in keys}, rank=int(z["rank"]) if "rank" in z else 0)
+            out = cls(**{k: z[k] for k in keys})
+            out.rank = int(z["rank"]) if "rank" in z else 0
+            out.gamma = float(z["gamma"]) if "gamma" in z else 0.0
+            out.k_mean = float(z["k_mean"]) if "k_mean" in z else 0.0
+            if out.gamma > 0:
+                out.anchors, out.k_col_mean = z["anchors"], z["k_col_mean"]
+        return out
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, rel_alphas: tuple[float, ...]) -> RidgePrior:
+def _rbf(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
+    """exp(-gamma |a_i - b_j|^2) (m, n)."""
+    d = (a**2).sum(1)[:, None] - 2.0 * a @ b.T + (b**2).sum(1)[None, :]  # (m, n)
+    return np.exp(-gamma * np.maximum(d, 0.0))
+
+
+def median_gamma(x: np.ndarray) -> float:
+    """1 / (2 median squared distance) between rows of x (the median heuristic)."""
+    x = np.asarray(x, dtype=np.float64)
+    d = (x**2).sum(1)[:, None] - 2.0 * x @ x.T + (x**2).sum(1)[None, :]  # (n, n)
+    off = d[~np.eye(len(x), dtype=bool)]
+    med = float(np.median(off)) if off.size else 1.0
+    return 1.0 / (2.0 * max(med, 1e-12))
+
+
+def fit_ridge(
+    x: np.ndarray, y: np.ndarray, rel_alphas: tuple[float, ...], *, gamma: float = 0.0
+) -> RidgePrior:
     """Ridge from ``x`` (n, D) to ``y`` (n, G), per-gene penalty by closed-form leave-one-out.
 
-    Penalties are ``rel_alphas`` times the mean non-zero eigenvalue of the centred Gram matrix,
-    so the grid does not depend on the feature scale. ``res_std`` is left at the LOO residual
-    std; :func:`cross_fit_ridge` replaces it with the grouped out-of-fold one.
+    Penalties are ``rel_alphas`` times the mean non-zero eigenvalue of the centred Gram (or
+    kernel) matrix, so the grid does not depend on the feature scale. With ``gamma`` > 0 this
+    is kernel ridge with an RBF kernel. ``res_std`` is left at the LOO residual std;
+    :func:`cross_fit_ridge` replaces it with the grouped out-of-fold one.
     """
     x = np.asarray(x, dtype=np.float64)  # (n, D)
     y = np.asarray(y, dtype=np.float64)  # (n, G)
@@ -96,10 +146,21 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, rel_alphas: tuple[float, ...]) -> Ri
     x_mean = x.mean(axis=0)  # (D,)
     y_mean = y.mean(axis=0)  # (G,)
     xc, yc = x - x_mean, y - y_mean  # (n, D), (n, G)
-    u, s, vt = np.linalg.svd(xc, full_matrices=False)  # (n, r), (r,), (r, D)
-    keep = s > s.max(initial=0.0) * 1e-8 if s.size else s > 0
-    u, s, vt = u[:, keep], s[keep], vt[keep]
-    s2 = s**2  # (r,)
+    prior = RidgePrior(x_mean=x_mean, weights=np.zeros(0), y_mean=y_mean, alphas=np.zeros(0),
+                       res_std=np.ones(y.shape[1]))  # fmt: skip
+    if gamma > 0:
+        k = _rbf(x, x, gamma)  # (n, n)
+        prior.gamma, prior.anchors = gamma, x
+        prior.k_col_mean, prior.k_mean = k.mean(axis=0), float(k.mean())
+        kc = k - k.mean(axis=0)[None] - k.mean(axis=1)[:, None] + k.mean()  # (n, n)
+        lam, u = np.linalg.eigh((kc + kc.T) / 2)  # (n,), (n, n)
+        keep = lam > max(lam.max(initial=0.0), 0.0) * 1e-10
+        u, s2 = u[:, keep], lam[keep]  # (n, r), (r,)
+    else:
+        u, s, vt = np.linalg.svd(xc, full_matrices=False)  # (n, r), (r,), (r, D)
+        keep = s > s.max(initial=0.0) * 1e-8 if s.size else s > 0
+        u, s, vt = u[:, keep], s[keep], vt[keep]
+        s2 = s**2  # (r,)
     scale = float(s2.mean()) if s2.size else 1.0
     grid = np.asarray(rel_alphas, dtype=np.float64) * scale  # (A,)
     uty = u.T @ yc  # (r, G)
@@ -116,11 +177,14 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, rel_alphas: tuple[float, ...]) -> Ri
         best_err[better], best[better] = err[better], a_i
         best_loo[:, better] = loo[:, better]
     alphas = grid[best]  # (G,)
-    # W = V diag(s / (s^2 + alpha_g)) U^T y, gene by gene through broadcasting
-    coef = (s[:, None] / (s2[:, None] + alphas[None, :])) * uty  # (r, G)
-    weights = (vt.T @ coef).astype(np.float32)  # (D, G)
-    res_std = best_loo.std(axis=0) if n > 1 else np.ones(y.shape[1])  # (G,)
-    return RidgePrior(x_mean=x_mean, weights=weights, y_mean=y_mean, alphas=alphas, res_std=res_std)
+    if gamma > 0:  # dual coefficients A = U diag(1 / (lambda + alpha_g)) U^T y
+        weights = u @ (uty / (s2[:, None] + alphas[None, :]))  # (n, G)
+    else:  # W = V diag(s / (s^2 + alpha_g)) U^T y, gene by gene through broadcasting
+        weights = vt.T @ ((s[:, None] / (s2[:, None] + alphas[None, :])) * uty)  # (D, G)
+    prior.weights = weights.astype(np.float32)
+    prior.alphas = alphas
+    prior.res_std = best_loo.std(axis=0) if n > 1 else np.ones(y.shape[1])  # (G,)
+    return prior
 
 
 def _group_folds(groups: list[str], folds: int, seed: int) -> np.ndarray:
@@ -154,12 +218,15 @@ def cross_fit_ridge(
     folds: int,
     seed: int,
     ranks: tuple[int, ...] = (),
+    rbf_widths: tuple[float, ...] = (),
 ) -> tuple[RidgePrior, np.ndarray]:
     """Fit the ridge prior on all of ``x`` and return it with out-of-fold predictions.
 
     With ``ranks``, the ridge predictions are also projected onto the top-r principal
     directions of the ridge fit (reduced-rank ridge, a denoiser shared across genes); r is
-    chosen among ``ranks`` and "full" by the out-of-fold mean per-gene PCC.
+    chosen among ``ranks`` and "full" by the out-of-fold mean per-gene PCC. With ``rbf_widths``,
+    kernel ridge with RBF kernels (gamma = factor x the median heuristic) competes with the
+    linear ridge on the same out-of-fold criterion.
 
     Returns
     -------
@@ -170,36 +237,48 @@ def cross_fit_ridge(
     """
     y = np.asarray(y, dtype=np.float64)  # (n, G)
     x = np.asarray(x, dtype=np.float64)  # (n, D)
-    n_groups = len(set(groups))
-    folds = min(folds, n_groups)
-    full = fit_ridge(x, y, rel_alphas)
+    folds = min(folds, len(set(groups)))
+    gammas = [0.0] + [f * median_gamma(x) for f in rbf_widths]
     if folds < 2:
         logger.warning("too few patients for cross-fitted ridge residuals; using in-sample fit")
+        full = fit_ridge(x, y, rel_alphas)
         return full, full.predict(x)
     fold = _group_folds(groups, folds, seed)
     max_rank = min(int((fold != 0).sum()) - 1, y.shape[1])
     ranks = tuple(r for r in sorted(set(ranks)) if 0 < r < max_rank)
-    oof = {r: np.zeros_like(y) for r in (*ranks, 0)}  # rank 0: full rank
-    for f in range(folds):
-        te = fold == f
-        part = fit_ridge(x[~te], y[~te], rel_alphas)
-        pred = part.predict(x[te])  # (m, G)
-        oof[0][te] = pred
-        if ranks:
-            v = _top_directions(part.predict(x[~te]), max(ranks))  # (G, r_max)
-            mu = part.y_mean  # (G,)
-            for r in ranks:
-                oof[r][te] = mu + ((pred - mu) @ v[:, :r]) @ v[:, :r].T  # (m, G)
-    scores = {r: _mean_pcc(p, y) for r, p in oof.items()}
-    rank = max(scores, key=lambda r: (scores[r], r == 0))
+    scores: dict[tuple[float, int], float] = {}
+    best_oof: dict[tuple[float, int], np.ndarray] = {}
+    for gamma in gammas:
+        oof = {r: np.zeros_like(y) for r in (*ranks, 0)}  # rank 0: full rank
+        for f in range(folds):
+            te = fold == f
+            part = fit_ridge(x[~te], y[~te], rel_alphas, gamma=gamma)
+            pred = part.predict(x[te])  # (m, G)
+            oof[0][te] = pred
+            if ranks:
+                v = _top_directions(part.predict(x[~te]), max(ranks))  # (G, r_max)
+                mu = part.y_mean  # (G,)
+                for r in ranks:
+                    oof[r][te] = mu + ((pred - mu) @ v[:, :r]) @ v[:, :r].T  # (m, G)
+        for r, p in oof.items():
+            scores[(gamma, r)] = _mean_pcc(p, y)
+        key = max(oof, key=lambda r: scores[(gamma, r)])
+        best_oof[(gamma, key)] = oof[key]
+    gamma, rank = max(best_oof, key=lambda key: (scores[key], key[0] == 0.0, key[1] == 0))
     logger.info(
-        "ridge prior: out-of-fold PCC by rank %s; using %s",
-        {("full" if r == 0 else r): round(v, 4) for r, v in scores.items()},
+        "ridge prior: out-of-fold PCC %s; using %s, %s",
+        {
+            f"{'rbf' if g else 'linear'}{g:.2g}/{r or 'full'}": round(v, 4)
+            for (g, r), v in scores.items()
+        },
+        f"rbf (gamma {gamma:.3g})" if gamma else "linear",
         "full rank" if rank == 0 else f"rank {rank}",
     )
+    full = fit_ridge(x, y, rel_alphas, gamma=gamma)
     if rank:
         v = _top_directions(full.predict(x), rank)  # (G, r)
-        full.weights = ((full.weights.astype(np.float64) @ v) @ v.T).astype(np.float32)  # (D, G)
+        full.weights = ((full.weights.astype(np.float64) @ v) @ v.T).astype(np.float32)
         full.rank = rank
-    full.res_std = np.maximum((y - oof[rank]).std(axis=0), 1e-3)  # (G,)
-    return full, oof[rank]
+    oof = best_oof[(gamma, rank)]
+    full.res_std = np.maximum((y - oof).std(axis=0), 1e-3)  # (G,)
+    return full, oof

@@ -88,6 +88,7 @@ def prepare_targets(train, y: np.ndarray, config: TrainConfig) -> tuple[Targets,
         folds=config.prior.folds,
         seed=config.seed,
         ranks=config.prior.ranks,
+        rbf_widths=config.prior.rbf_widths,
     )
     target = (z - oof) / prior.res_std  # (n, G)
     logger.info(

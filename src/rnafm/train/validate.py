@@ -69,12 +69,17 @@ class Validator:
         return out
 
     def score(self, model) -> dict:
-        """Selection metric of ``model``: best-blend PCC with the (cheaper) validation sampler."""
+        """Selection metric of ``model``: best-blend PCC with the validation sampler.
+
+        Blend 0 (the prior alone) does not depend on the weights, so it is left out of the
+        selection metric; it stays a candidate when the final blend is chosen (calibrate).
+        """
         x = self._draws(
             model, draws=self.config.validation.draws, sampler=self.sampler, seed=self.config.seed
         )
         by = self._by_blend(x)
-        best = max(by, key=lambda b: (by[b], b))
+        candidates = [b for b in by if b > 0] or list(by)
+        best = max(candidates, key=lambda b: (by[b], b))
         return {"val_pcc": by[best], "val_blend": best, "val_pcc_flow": by[max(self.blends)]}
 
     def calibrate(self, model) -> dict:
