@@ -135,9 +135,8 @@ def _resolve_roles(
         used.update(found)
     spare = [k for k in sorted(sets, key=_canon) if k not in used]
     for role in wanted:
-        while len(out[role]) < 1 and spare:  # a custom collection: fall back to unused sets
-            out[role].extend(spare[:per_role])
-            spare = spare[per_role:]
+        if not out[role] and spare:  # a custom collection: fall back to unused sets
+            out[role], spare = spare[:per_role], spare[per_role:]
     return out
 
 
@@ -176,7 +175,7 @@ def build_gene_model(
 
     effect = np.zeros((N_PROGRAMMES, N_TYPES, n_genes))
     wanted = {p.value: spec[0] for p, spec in _PROGRAMME_SETS.items()}
-    prog_roles = _resolve_roles({k: v for k, v in sets.items()}, wanted)
+    prog_roles = _resolve_roles(sets, wanted)
     for j, prog in enumerate(Programme):
         _, types, scale = _PROGRAMME_SETS[prog]
         gain = np.zeros(n_genes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from rnafm.train.config import TrainConfig, apply_overrides
 __all__ = ["train", "split_patients"]
 
 logger = logging.getLogger(__name__)
+
+_MIN_TRAIN_S = 90.0  # training loop time kept even when loading the data ate the budget
 
 
 def split_patients(
@@ -62,6 +65,11 @@ def train(
     **overrides
         Config fields to change: ``seed=1``, ``device="cpu"``, ``lr=3e-4``, ``optim__epochs=5``.
 
+    Notes
+    -----
+    ``optim.max_minutes`` bounds loading the data (k-means of new slides) plus the training loop
+    (at least 90 s of training are kept); calibration comes on top.
+
     Returns
     -------
     Path
@@ -72,6 +80,7 @@ def train(
     from rnafm.pathways import load_gene_sets, select_tokens
     from rnafm.train.loop import fit
 
+    t_start = time.monotonic()
     cfg = apply_overrides(config or TrainConfig(), {"gene_sets": str(gene_sets), **overrides})
     out = Path(out)
     ref = load_reference(reference, scale=cfg.expression_scale)
@@ -111,4 +120,8 @@ def train(
         len(tokens.genes),
         len(tokens.names),
     )
-    return fit(train_data, val=val_data, tokens=tokens, config=cfg, out=out)
+    limit = None
+    if cfg.optim.max_minutes is not None:  # loading the data counts against the budget
+        spent = time.monotonic() - t_start
+        limit = max(cfg.optim.max_minutes * 60 - spent, _MIN_TRAIN_S)
+    return fit(train_data, val=val_data, tokens=tokens, config=cfg, out=out, time_limit_s=limit)

@@ -113,17 +113,17 @@ def _load_checkpoint(path, model, ema, opt, gens, config, data_key) -> _State:
     return _State(**blob["state"])
 
 
-def _plan(state: _State, config: TrainConfig, t_epoch: float, t_val: float) -> None:
+def _plan(state: _State, config: TrainConfig, t_epoch: float, t_val: float, limit: float) -> None:
     """Fix the number of epochs and the validation cadence once the first epoch is timed.
 
     Without a binding time budget the plan is ``optim.epochs`` (deterministic). Otherwise
     validations get at most a quarter of the budget (at least 2, at most ``evaluations``) and the
-    epochs the rest.
+    epochs the rest. ``limit`` is the training budget in seconds (inf: none).
     """
     o, v = config.optim, config.validation
     epochs, n_val = o.epochs, v.evaluations
-    if o.max_minutes is not None:
-        budget = 0.95 * o.max_minutes * 60 - state.elapsed
+    if math.isfinite(limit):
+        budget = 0.95 * limit - state.elapsed
         if t_val > 0:
             n_val = int(min(v.evaluations, max(2, 0.25 * budget // t_val)))
         fits = int((budget - n_val * t_val) / max(t_epoch, 1e-6)) + state.epoch
@@ -172,7 +172,7 @@ def _train_epoch(model, ema, opt, tensors, gens, state: _State, config, spe) -> 
     return float(np.mean(losses)), lr
 
 
-def fit(train, *, val, tokens, config: TrainConfig, out) -> Path:
+def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | None = None) -> Path:
     """Train a model on ``train``, select and calibrate it on ``val``; write the run directory.
 
     Parameters
@@ -188,6 +188,10 @@ def fit(train, *, val, tokens, config: TrainConfig, out) -> Path:
         The root :class:`TrainConfig`.
     out
         Run directory; resumed from its checkpoint when ``config.resume`` and one exists.
+    time_limit_s
+        Further cap, in seconds from now, on this session's training loop (``rnafm.train``
+        passes what is left of ``optim.max_minutes`` after loading the data); not part of the
+        config, so a resumed run is not refused for it.
 
     Returns
     -------
@@ -263,17 +267,20 @@ def fit(train, *, val, tokens, config: TrainConfig, out) -> Path:
         torch.as_tensor(train.sizes, device=device),  # (n, K)
         torch.as_tensor(y_model, device=device),  # (n, G)
     )
-    _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, (ckpt, data_key))
+    limit = config.optim.max_minutes * 60 if config.optim.max_minutes else math.inf
+    if time_limit_s is not None:
+        limit = min(limit, state.elapsed + time_limit_s)
+    checkpoint = (ckpt, data_key, limit)
+    _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, checkpoint)
     return _finish(out, ema, validator, config, device, state)
 
 
 def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, checkpoint):
     """Epochs, validations and checkpoints until early stop, budget or plan end."""
-    ckpt, data_key = checkpoint  # path, fingerprint of the training data
+    ckpt, data_key, budget = checkpoint  # path, fingerprint of the training data, seconds
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     o = config.optim
-    budget = o.max_minutes * 60 if o.max_minutes else math.inf
     start = time.perf_counter() - state.elapsed
     last_ckpt = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
@@ -306,7 +313,7 @@ def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator
                 bar.update(task, description=f"training (val PCC {scores['val_pcc']:.3f})")
             state.elapsed = time.perf_counter() - start
             if not state.planned:
-                _plan(state, config, t_epoch, t_val)
+                _plan(state, config, t_epoch, t_val, budget)
             record["time_s"] = round(state.elapsed, 2)
             append_history(out, record)
             bar.update(task, completed=state.epoch, total=state.plan_epochs)
