@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 
 import numpy as np
@@ -133,12 +132,3 @@ def test_real_he_tiles_are_informative():
     rot = builtin_features(np.ascontiguousarray(np.rot90(tiles, 1, axes=(1, 2))))
     nearest = np.linalg.norm(rot[:, None] - f[None], axis=2).argmin(1)
     assert (nearest == np.arange(len(f))).mean() >= 0.8
-
-
-def test_speed_single_core_batch():
-    tiles = np.stack([_patch(k, s) for k in ("nuclei", "stroma") for s in range(64)])
-    builtin_features(tiles[:8])
-    t0 = time.perf_counter()
-    builtin_features(tiles)
-    rate = len(tiles) / (time.perf_counter() - t0)
-    assert rate > 60  # ~500 tiles/s on an idle core; lenient for shared CI machines

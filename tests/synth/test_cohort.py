@@ -128,3 +128,32 @@ def test_load_cohort_rejects_other_folder(tmp_path):
 
     with pytest.raises(InputError, match="synth_config.json"):
         load_cohort(tmp_path)
+
+
+def test_textures_follow_the_label_grid(tiny_cohort):
+    """Drawn pixels follow the labels: glass is bright, lymphoid aggregates darkest and bluest,
+    stroma and muscle pink (eosin: green absorbed more than blue)."""
+    openslide = pytest.importorskip("openslide")
+    from rnafm.synth.config import Label
+
+    lat = tiny_cohort.load_latents()
+    cell = lat["cell_px"]
+    sums: dict[int, list[np.ndarray]] = {}
+    for path, sid in zip(tiny_cohort.slides, tiny_cohort.slide_ids, strict=True):
+        with openslide.OpenSlide(str(path)) as s:
+            img = np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"), dtype=float)
+        grid = lat["labels"][sid]
+        gh, gw = img.shape[0] // cell, img.shape[1] // cell
+        blocks = img[: gh * cell, : gw * cell].reshape(gh, cell, gw, cell, 3).mean((1, 3))
+        for lab in np.unique(grid[:gh, :gw]):
+            sums.setdefault(int(lab), []).append(blocks[grid[:gh, :gw] == lab])
+    mean = {lab: np.concatenate(v).mean(0) for lab, v in sums.items()}
+    grey = {lab: m.mean() for lab, m in mean.items()}
+    assert grey[Label.BACKGROUND] > 225
+    assert grey[Label.LYMPHOCYTE] < grey[Label.STROMA] < grey[Label.BACKGROUND]
+    for lab in (Label.STROMA, Label.ADJACENT_MUSCLE):
+        if lab in mean:
+            r, g, b = mean[lab]
+            assert g < b - 20 and g < r - 20
+    r, g, b = mean[Label.LYMPHOCYTE]
+    assert b > r  # haematoxylin: blue-purple

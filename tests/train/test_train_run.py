@@ -135,3 +135,16 @@ def test_no_validation_split(train_tiny, tiny_cohort, tmp_path):
     assert not (run / "prior.npz").exists()
     adata = rnafm.load_model(run).predict(tiny_cohort["root"] / "features", slides="all", draws=2)
     assert adata.n_obs == 23
+
+
+def test_predict_with_a_reference_whose_values_are_unreadable(tiny_run, tiny_cohort, tmp_path):
+    import pandas as pd
+
+    ref = pd.read_csv(tiny_cohort["root"] / "test.csv")
+    ref["rna_GENE0"] = -5.0  # negative values: load_reference refuses them
+    bad = tmp_path / "test_bad.csv"
+    ref.to_csv(bad, index=False)
+    adata = rnafm.load_model(tiny_run).predict(
+        tiny_cohort["root"] / "features", reference=bad, draws=2
+    )
+    assert list(adata.obs_names) == tiny_cohort["slides"][17:]

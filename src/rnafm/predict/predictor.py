@@ -162,7 +162,10 @@ class Predictor:
 
         ref = reference
         if reference is not None and not isinstance(reference, Reference):
-            ref = load_reference(reference, scale=self.config.expression_scale)
+            try:
+                ref = load_reference(reference, scale=self.config.expression_scale)
+            except InputError as e:  # values are not needed to predict: use the slide list
+                ref = _slides_of(reference, e)
         if isinstance(slides, str):
             slides = None if slides == "all" else [s for s in slides.split(",") if s]
         return load_cohort_data(
@@ -223,6 +226,34 @@ class Predictor:
         if draws_out is not None:
             write_draws(draws_out, data.slide_ids, self.genes, arrays.draws)
         return adata
+
+
+def _slides_of(path, error: Exception):
+    """A Reference with the slides and patients of a table whose values cannot be read."""
+    import pandas as pd
+
+    from rnafm.cohort.reference import Reference, slide_id_from_name
+    from rnafm.cohort.tcga import patient_from_name
+
+    try:
+        sep = "\t" if str(path).lower().endswith((".tsv", ".txt")) else ","
+        df = pd.read_csv(path, sep=sep, dtype=str, usecols=lambda c: not str(c).startswith("rna_"))
+        slides = [slide_id_from_name(s) for s in df["wsi_file_name"]]
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{path}: cannot read the slide list ({e}); first error: {error}") from e
+    if "patient_id" in df:
+        patients = [str(p) for p in df["patient_id"]]
+    else:
+        patients = [patient_from_name(s) for s in slides]
+    logger.warning("%s: expression values ignored (%s); using its slide list only", path, error)
+    return Reference(
+        slide_ids=slides,
+        patient_ids=patients,
+        projects=None,
+        genes=[],
+        values=np.zeros((len(slides), 0), dtype=np.float32),
+        source=None,
+    )
 
 
 def load_model(run_dir: str | os.PathLike[str], *, device: str = "auto") -> Predictor:

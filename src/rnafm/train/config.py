@@ -98,6 +98,11 @@ class PriorConfig(BaseModel):
         description="Reduced-rank projections of the ridge fit tried (besides full rank); the "
         "rank with the best out-of-fold mean per-gene PCC is used. Empty: plain ridge.",
     )
+    refit_with_validation: bool = Field(
+        True,
+        description="After model choice and calibration, refit the ridge prior on training + "
+        "validation slides (all training patients; kernel, rank and residual scale kept).",
+    )
     rbf_widths: tuple[float, ...] = Field(
         (0.25, 0.5, 1.0),
         description="RBF kernel ridge candidates (gamma = factor x the median heuristic) that "

@@ -272,7 +272,10 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
         limit = min(limit, state.elapsed + time_limit_s)
     checkpoint = (ckpt, data_key, limit)
     _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, checkpoint)
-    return _finish(out, ema, validator, config, device, state)
+    cal = _finish(out, ema, validator, config, device, state)
+    if validator is not None and targets.prior is not None and config.prior.refit_with_validation:
+        _refit_prior(out, targets, train, y_tr, validator, config)
+    return cal
 
 
 def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, checkpoint):
@@ -325,6 +328,20 @@ def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator
             if state.finished or time.perf_counter() - last_ckpt > 60 or "val_pcc" in record:
                 _save_checkpoint(ckpt, model, ema, opt, state, gens, config, data_key)
                 last_ckpt = time.perf_counter()
+
+
+def _refit_prior(out: Path, targets, train, y_tr, validator: Validator, config) -> None:
+    """Refit the ridge prior on training + validation slides and save it (prior.npz)."""
+    from rnafm.train.prior import pool_clusters, refit_ridge
+
+    val = validator.val
+    x = pool_clusters(
+        np.concatenate([train.clusters, val.clusters]), np.concatenate([train.sizes, val.sizes])
+    )  # (n + m, D)
+    y = np.concatenate([y_tr, validator.y])  # (n + m, G) log2(x+1)
+    targets.prior = refit_ridge(targets.prior, x, targets.norm.forward(y), config.prior.alphas)
+    targets.save(out)
+    logger.info("ridge prior refitted on %d training + validation slides", len(x))
 
 
 def _finish(out, ema, validator, config, device, state) -> Path:

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RidgePrior", "pool_clusters", "fit_ridge", "cross_fit_ridge", "median_gamma"]
+__all__ = [
+    "RidgePrior",
+    "pool_clusters",
+    "fit_ridge",
+    "cross_fit_ridge",
+    "refit_ridge",
+    "median_gamma",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -282,3 +289,18 @@ def cross_fit_ridge(
     oof = best_oof[(gamma, rank)]
     full.res_std = np.maximum((y - oof).std(axis=0), 1e-3)  # (G,)
     return full, oof
+
+
+def refit_ridge(prior: RidgePrior, x: np.ndarray, y: np.ndarray, rel_alphas) -> RidgePrior:
+    """Refit ``prior`` on more slides (e.g. training + validation) with its kernel and rank.
+
+    The kernel width, rank and residual scale are kept (they were chosen, and the flow and the
+    interval calibrated, with them); only the ridge itself sees the extra slides.
+    """
+    new = fit_ridge(x, y, rel_alphas, gamma=prior.gamma)
+    if prior.rank:
+        v = _top_directions(new.predict(x), prior.rank)  # (G, r)
+        new.weights = ((new.weights.astype(np.float64) @ v) @ v.T).astype(np.float32)
+        new.rank = prior.rank
+    new.res_std = prior.res_std
+    return new
