@@ -73,7 +73,7 @@ def demo_config(size: DemoSize | str = DemoSize.DEFAULT, **overrides: Any) -> De
         base = dict(
             n_patients=100, slide_width=3072, slide_height=2304, mpp=0.5, n_genes=1000, patch_size=256,
             n_clusters=100, n_folds=5, draws=16, gdc=True,
-            train={"optim.epochs": 300, "optim.max_minutes": 0.7, "model.hidden": 64, "model.depth": 2,
+            train={"optim.epochs": 300, "optim.max_minutes": 0.5, "model.hidden": 64, "model.depth": 2,
                    "sampler.steps": 10, "validation.draws": 4},
         )  # fmt: skip
     base.update({k: v for k, v in overrides.items() if v is not None})
