@@ -53,7 +53,7 @@ class _LazyGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:
     """rnafm: predict bulk RNA-seq with uncertainty from H&E whole-slide images."""
-    level = logging.WARNING - 10 * min(verbose + 1, 2)
+    level = logging.WARNING - 10 * min(verbose, 2)  # default warnings; -v info; -vv debug
     from rich.logging import RichHandler
 
     logging.basicConfig(

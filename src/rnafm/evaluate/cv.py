@@ -315,7 +315,15 @@ def _write_summary(out: Path, metrics: Mapping[str, dict]) -> None:
             for k, v in vals.items():
                 row[f"{k}_{rank}"] = v
         u = m.get("uncertainty")
-        row["coverage_90"] = u["coverage"].get("0.9") if u else None
+        stored = (u or {}).get("stored_interval") or {}
+        stored_90 = (
+            stored.get("coverage") if abs(float(stored.get("level") or 0) - 0.9) < 1e-6 else None
+        )
+        # the interval the model writes (calibrated on validation) when it writes a 90% one
+        row["coverage_90"] = (
+            stored_90 if stored_90 is not None else (u["coverage"].get("0.9") if u else None)
+        )
+        row["coverage_90_uncalibrated"] = u["coverage"].get("0.9") if u else None
         row["crps"] = u["crps"] if u else None
         rows.append(row)
     write_json(out / "summary.json", {"models": rows})
