@@ -8,9 +8,11 @@ TRIDENT layout. Slides are split by patient into train and test; rnafm never see
 expression.
 
 Prints one JSON line: mean per-gene PCC over test slides for rnafm and ridge, 90% interval
-coverage, and wall times.
+coverage, and wall times. ``--baseline-published`` also trains the published RNA-FM recipe
+(``rnafm.train.presets.PRESETS["published"]``) on the same split and reports it under
+``"published"``; ``--preset`` applies a preset to the main run instead of the defaults.
 
-    python benchmarks/quality.py --slides 300 --genes 5000 --dim 512
+    python benchmarks/quality.py --slides 300 --genes 5000 --dim 512 --baseline-published
 """
 
 from __future__ import annotations
@@ -136,6 +138,47 @@ def ridge_baseline(x_tr, y_tr, x_te, *, per_gene: bool) -> np.ndarray:
     return m.fit(x_tr, y_tr).predict(x_te)
 
 
+def run_rnafm(
+    root: Path, meta: dict, te: np.ndarray, overrides: dict, *, name: str, draws: int
+) -> dict:
+    """Train with ``overrides`` into ``root/<name>``, predict the test slides, score them."""
+    import rnafm
+
+    t1 = time.perf_counter()
+    run = rnafm.train(
+        root / "train.csv", root / "features", out=root / name, resume=False, **overrides
+    )
+    t_train = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    adata = rnafm.load_model(run).predict(
+        root / "features", reference=root / "test.csv", draws=draws
+    )
+    t_pred = time.perf_counter() - t2
+    truth = meta["log2"][te][:, [meta["genes"].index(g) for g in adata.var_names]]
+    order = [meta["slide_ids"].index(s) for s in adata.obs_names]
+    assert order == list(te), "prediction order differs from the test reference"
+    cover = float(np.mean((truth >= adata.layers["lower"]) & (truth <= adata.layers["upper"])))
+    val = json.loads((run / "val_metrics.json").read_text())
+    return {
+        "pcc": pcc_mean(adata.X, truth),
+        "coverage90": cover,
+        "draws": draws,
+        "val": val,
+        "train_s": round(t_train, 1),
+        "predict_s": round(t_pred, 1),
+        "overrides": overrides,
+        "genes": list(adata.var_names),
+    }
+
+
+def _parse_sets(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, value = item.split("=", 1)
+        out[key] = json.loads(value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slides", type=int, default=300)
@@ -143,54 +186,70 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--draws", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
     ap.add_argument("--workdir", type=Path, default=None, help="Keep the cohort here (reused).")
+    ap.add_argument(
+        "--preset",
+        default="none",
+        help="Training preset of the main rnafm run (rnafm.train.presets; none: defaults).",
+    )
     ap.add_argument("--set", action="append", default=[], help="Config override key=json-value.")
+    ap.add_argument(
+        "--baseline-published",
+        action="store_true",
+        help="Also train the 'published' preset on the same split and score it.",
+    )
+    ap.add_argument(
+        "--published-set",
+        action="append",
+        default=[],
+        help="Override of the published run, applied after the preset (key=json-value).",
+    )
+    ap.add_argument(
+        "--published-draws", type=int, default=8, help="Draws averaged for the published run."
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     import torch
 
-    import rnafm
+    from rnafm.train.presets import preset_overrides
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="rnafm_quality_"))
     t0 = time.perf_counter()
     meta = make_cohort(root, n_slides=args.slides, n_genes=args.genes, dim=args.dim, seed=args.seed)
     tr, te = split_reference(root, meta)
     t_data = time.perf_counter() - t0
-    overrides = {}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = json.loads(value)
-    t1 = time.perf_counter()
-    run = rnafm.train(
-        root / "train.csv", root / "features", out=root / "run", resume=False, **overrides
-    )
-    t_train = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    adata = rnafm.load_model(run).predict(
-        root / "features", reference=root / "test.csv", draws=args.draws
-    )
-    t_pred = time.perf_counter() - t2
-    truth = meta["log2"][te][:, [meta["genes"].index(g) for g in adata.var_names]]
-    order = [meta["slide_ids"].index(s) for s in adata.obs_names]
-    assert order == list(te), "prediction order differs from the test reference"
-    x, y = meta["tile_means"], meta["log2"][:, [meta["genes"].index(g) for g in adata.var_names]]
-    cover = float(np.mean((truth >= adata.layers["lower"]) & (truth <= adata.layers["upper"])))
-    val = json.loads((run / "val_metrics.json").read_text())
+    overrides = {**preset_overrides(args.preset), **_parse_sets(args.set)}
+    main_run = run_rnafm(root, meta, te, overrides, name="run", draws=args.draws)
+    genes = main_run.pop("genes")
+    gi = [meta["genes"].index(g) for g in genes]
+    x, y = meta["tile_means"], meta["log2"][:, gi]
+    truth = y[te]
     out = {
         "slides": args.slides,
-        "genes": int(truth.shape[1]),
-        "rnafm_pcc": pcc_mean(adata.X, truth),
+        "train_slides": len(tr),
+        "test_slides": len(te),
+        "genes": len(genes),
+        "dim": args.dim,
+        "seed": args.seed,
+        "preset": args.preset,
+        "rnafm_pcc": main_run["pcc"],
         "ridge_pcc": pcc_mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=False), truth),
         "ridge_pergene_pcc": pcc_mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=True), truth),
-        "coverage90": cover,
-        "val": val,
+        "coverage90": main_run["coverage90"],
+        "val": main_run["val"],
         "data_s": round(t_data, 1),
-        "train_s": round(t_train, 1),
-        "predict_s": round(t_pred, 1),
+        "train_s": main_run["train_s"],
+        "predict_s": main_run["predict_s"],
         "overrides": overrides,
     }
+    if args.baseline_published:
+        pub_over = {**preset_overrides("published"), **_parse_sets(args.published_set)}
+        pub = run_rnafm(root, meta, te, pub_over, name="run_published", draws=args.published_draws)
+        pub.pop("genes")
+        out["published"] = pub
     print(json.dumps(out))
 
 

@@ -151,6 +151,16 @@ def cv_cmd(
     out,
 ) -> None:
     """Patient-level cross-validation of one or more models on the same folds."""
+    import os
+
+    from rnafm.errors import InputError
+
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        raise InputError(
+            "rnafm cv does not run under torchrun (WORLD_SIZE > 1): every process would run "
+            "all folds and write the same report. Run `rnafm cv` as one process, or train "
+            "each fold's model with `torchrun ... -m rnafm train`."
+        )
     from rnafm.cohort.dataset import load_cohort_data
     from rnafm.evaluate.cv import CVConfig, cross_validate
     from rnafm.evaluate.splits import Stratify, load_folds

@@ -67,6 +67,10 @@ def train(
 
     Notes
     -----
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process joins the process group here (gloo on
+    CPU, NCCL on CUDA), rank 0 loads the data first (filling the cluster cache) and writes the
+    run directory, training runs with DistributedDataParallel (see :func:`rnafm.fit`), and the
+    process group is destroyed on return.
     ``optim.max_minutes`` bounds loading the data (k-means of new slides) plus the training loop
     (at least 90 s of training are kept); calibration comes on top.
 
@@ -75,16 +79,34 @@ def train(
     Path
         The run directory, ready for :func:`rnafm.load_model`.
     """
-    from rnafm.cohort.dataset import load_cohort_data
-    from rnafm.cohort.reference import load_reference
-    from rnafm.pathways import load_gene_sets, select_tokens
-    from rnafm.train.loop import fit
+    import torch.distributed as dist
+
+    from rnafm.distributed import ddp
+    from rnafm.train.loop import process_context
 
     t_start = time.monotonic()
     cfg = apply_overrides(config or TrainConfig(), {"gene_sets": str(gene_sets), **overrides})
-    out = Path(out)
+    owned = not (dist.is_available() and dist.is_initialized())
+    ctx = process_context(cfg)  # joins torchrun's process group; one plain process otherwise
+    try:
+        return _train(reference, features, cfg, Path(out), ctx, t_start)
+    finally:
+        if owned:
+            ddp.shutdown()
+
+
+def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float) -> Path:
+    """Body of :func:`train` once the configuration and the process context are known."""
+    from rnafm.cohort.dataset import load_cohort_data
+    from rnafm.cohort.reference import load_reference
+    from rnafm.distributed import ddp
+    from rnafm.pathways import load_gene_sets, select_tokens
+    from rnafm.train.loop import fit
+
+    ddp.quiet_non_main(ctx)
     ref = load_reference(reference, scale=cfg.expression_scale)
-    data = load_cohort_data(features, reference=ref, cluster_config=cfg.clusters)
+    with ddp.main_process_first(ctx):  # rank 0 computes and caches new k-means first
+        data = load_cohort_data(features, reference=ref, cluster_config=cfg.clusters)
     for slide, reason in data.skipped:
         logger.warning("skipping slide %s: %s", slide, reason)
     if len(data.slide_ids) < 2:
@@ -103,16 +125,17 @@ def train(
     train_data = data.subset(tr)
     val_data = data.subset(va) if va.size else None
     out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        out / "split.json",
-        {
-            "train_patients": sorted(set(train_data.patient_ids)),
-            "val_patients": [] if val_data is None else sorted(set(val_data.patient_ids)),
-            "skipped": [list(s) for s in data.skipped],
-            "reference": str(reference),
-            "features": str(features),
-        },
-    )
+    if ctx.is_main:
+        write_json(
+            out / "split.json",
+            {
+                "train_patients": sorted(set(train_data.patient_ids)),
+                "val_patients": [] if val_data is None else sorted(set(val_data.patient_ids)),
+                "skipped": [list(s) for s in data.skipped],
+                "reference": str(reference),
+                "features": str(features),
+            },
+        )
     logger.info(
         "training on %d slides, validating on %d (%d genes, %d tokens)",
         len(tr),

@@ -1,4 +1,11 @@
-"""`fit`: train the flow-matching model on cohort data, select it on a multi-draw val metric."""
+"""`fit`: train the flow-matching model on cohort data, select it on a multi-draw val metric.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the same loop runs with DistributedDataParallel: slides
+are sharded by patient, ``optim.batch_size`` stays the global batch, gradients are averaged,
+the EMA is updated identically on every rank, rank 0 validates, decides (early stop, time
+budget) and broadcasts its decisions, and only rank 0 writes the run directory. One process
+runs exactly the single-process code path.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import numpy as np
 import torch
 
 from rnafm._io import atomic_path, write_json
+from rnafm.distributed import ddp
 from rnafm.errors import InputError
 from rnafm.predict.sampling import autocast, resolve_device
 from rnafm.train.config import Schedule, TrainConfig
@@ -80,7 +88,18 @@ def _save_weights(module: torch.nn.Module, path: Path) -> None:
         save_file(tensors, str(tmp))
 
 
-def _save_checkpoint(path, model, ema, opt, state, gens, config, data_key) -> None:
+def process_context(config: TrainConfig) -> ddp.DistContext:
+    """The process group of ``torchrun`` (joined here if needed), or one plain process."""
+    import torch.distributed as dist
+
+    world = ddp._env_int("WORLD_SIZE", 1)
+    if world <= 1 and not (dist.is_available() and dist.is_initialized()):
+        return ddp.DistContext()  # one process: the device is resolved as before
+    return ddp.init_distributed(config.device.value)
+
+
+def _save_checkpoint(path, model, ema, opt, state, gens, config, data_key, ctx) -> None:
+    """Write the training state (rank 0, atomically); collective under DDP."""
     blob = {
         "data": data_key,
         "model": model.state_dict(),
@@ -90,11 +109,15 @@ def _save_checkpoint(path, model, ema, opt, state, gens, config, data_key) -> No
         "rng": [g.get_state() for g in gens],
         "config": config.model_dump(mode="json"),
     }
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    if not ctx.distributed:
+        with atomic_path(path) as tmp:
+            torch.save(blob, tmp)
+        return
+    blob["rng_ranks"] = ddp.all_gather_object(blob["rng"], ctx)  # per-rank noise streams
+    ddp.save_checkpoint(blob, path, ctx)
 
 
-def _load_checkpoint(path, model, ema, opt, gens, config, data_key) -> _State:
+def _load_checkpoint(path, model, ema, opt, gens, config, data_key, ctx) -> _State:
     blob = torch.load(path, map_location="cpu", weights_only=False)
     for what, ours, theirs in (
         ("configuration", config.model_dump(mode="json"), blob.get("config")),
@@ -108,9 +131,18 @@ def _load_checkpoint(path, model, ema, opt, gens, config, data_key) -> _State:
     model.load_state_dict(blob["model"])
     ema.load_state_dict(blob["ema"])
     opt.load_state_dict(blob["optimizer"])
-    for g, s in zip(gens, blob["rng"], strict=True):
+    state = _State(**blob["state"])
+    rng = blob["rng"]
+    if ctx.distributed:
+        ranks = blob.get("rng_ranks")
+        if ranks is not None and len(ranks) == ctx.world_size:
+            rng = ranks[ctx.rank]
+        else:  # another world size: fresh per-rank noise (batches come from the sampler)
+            gens[1].manual_seed(ddp.rank_seed(config.seed + 1 + state.step, ctx))
+            rng = rng[:1]
+    for g, s in zip(gens[: len(rng)], rng, strict=True):
         g.set_state(s)
-    return _State(**blob["state"])
+    return state
 
 
 def _plan(state: _State, config: TrainConfig, t_epoch: float, t_val: float, limit: float) -> None:
@@ -141,26 +173,41 @@ def _plan(state: _State, config: TrainConfig, t_epoch: float, t_val: float, limi
     state.planned = True
 
 
-def _train_epoch(model, ema, opt, tensors, gens, state: _State, config, spe) -> tuple[float, float]:
-    """One pass over the training slides; returns (mean loss, last lr)."""
-    from rnafm.flow import flow_matching_loss
+def _batches(n: int, batch_gen, sampler, state: _State, config, spe) -> list[torch.Tensor]:
+    """This process's batches of slide indices for the next epoch.
 
+    One process: a seeded permutation cut into ``spe`` batches. Under DDP: the patient sampler's
+    share of this rank (the same number of batches on every rank).
+    """
+    if sampler is None:
+        perm = torch.randperm(n, generator=batch_gen)  # (n,)
+        b = config.optim.batch_size
+        return [perm[i * b : (i + 1) * b] for i in range(spe)]  # (B,) each
+    sampler.set_epoch(state.epoch)
+    return [torch.as_tensor(batch, dtype=torch.long) for batch in sampler.batches()]  # (B/W,)
+
+
+def _train_epoch(step_fn, ema, opt, tensors, gens, state: _State, config, spe, sampler=None):
+    """One pass over the training slides; returns (mean loss of this rank, last lr).
+
+    ``step_fn`` is :class:`FlowMatchingStep` (wrapped in DDP under ``torchrun``); ``sampler`` is
+    the patient sampler under DDP, None for one process.
+    """
     xs, ss, ys = tensors
     batch_gen, noise_gen = gens
+    model = ddp.unwrap_model(step_fn).model
     o = config.optim
     n = xs.shape[0]
-    model.train()
-    perm = torch.randperm(n, generator=batch_gen)  # (n,)
+    step_fn.train()
     losses, lr = [], o.lr
-    for i in range(spe):
-        idx = perm[i * o.batch_size : (i + 1) * o.batch_size].to(xs.device)  # (B,)
+    for batch in _batches(n, batch_gen, sampler, state, config, spe):
+        idx = batch.to(xs.device)  # (B,)
         lr = o.lr * _lr_factor(state.step, state.plan_epochs * spe, config)
         for group in opt.param_groups:
             group["lr"] = lr
-        drop = model.draw_dropout(idx.numel(), generator=noise_gen)  # (B,)
+        drop = model.draw_dropout(idx.numel(), generator=noise_gen)  # (B,) always passed
         with autocast(xs.device):
-            cond = model.encode_condition(xs[idx], ss[idx], drop)  # (B, H)
-            loss = flow_matching_loss(model, ys[idx], cond, generator=noise_gen)
+            loss = step_fn(xs[idx], ss[idx], drop, ys[idx], generator=noise_gen)  # ()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
@@ -198,8 +245,11 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
     Path
         The run directory.
     """
+    from rnafm.distributed.step import FlowMatchingStep
     from rnafm.model import build_model
 
+    ctx = process_context(config)
+    ddp.quiet_non_main(ctx)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     genes = list(tokens.genes)
@@ -208,30 +258,33 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
         val = None
     if len(train.slide_ids) < 2:
         raise InputError("training needs at least 2 slides with features and expression.")
-    device = resolve_device(config.device)
+    device = ctx.device if ctx.distributed else resolve_device(config.device)
     torch.manual_seed(config.seed)
-    targets, y_model = prepare_targets(train, y_tr, config)  # (n, G) model-space targets
+    prepared = prepare_targets(train, y_tr, config) if ctx.is_main else None
+    targets, y_model = ddp.broadcast_object(prepared, ctx)  # (n, G) model-space targets
     n, k, d = train.clusters.shape
-    targets.save(out)
-    write_json(out / GENES, genes)
-    write_json(out / TOKENS, tokens.to_dict())
-    write_config(
-        out,
-        config.model_dump(mode="json"),
-        feature_dim=int(d),
-        n_clusters=int(k),
-        n_genes=len(genes),
-        n_train=int(n),
-        n_val=0 if val is None else len(val.slide_ids),
-    )
+    if ctx.is_main:
+        targets.save(out)
+        write_json(out / GENES, genes)
+        write_json(out / TOKENS, tokens.to_dict())
+        write_config(
+            out,
+            config.model_dump(mode="json"),
+            feature_dim=int(d),
+            n_clusters=int(k),
+            n_genes=len(genes),
+            n_train=int(n),
+            n_val=0 if val is None else len(val.slide_ids),
+        )
     validator = None
-    if val is not None:
+    if val is not None and ctx.is_main:  # validation runs on rank 0 only
         validator = Validator(
             val, aligned_expression(val, genes, "validation"), targets, config, device
         )
 
     model = build_model(tokens, feature_dim=d, n_clusters=k, config=config.model).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
+    step_fn = ddp.wrap_model(FlowMatchingStep(model), ctx)  # DDP for several ranks
     o = config.optim
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -245,9 +298,16 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
     )
     gens = (
         torch.Generator().manual_seed(config.seed),
-        torch.Generator(device=device).manual_seed(config.seed + 1),
+        torch.Generator(device=device).manual_seed(ddp.rank_seed(config.seed + 1, ctx)),
     )
     spe = math.ceil(n / o.batch_size)
+    sampler = None
+    if ctx.distributed:  # global batch split across ranks; slides sharded by patient
+        per_rank = max(1, o.batch_size // ctx.world_size)
+        sampler = ddp.PatientDistributedSampler(
+            list(train.patient_ids), ctx=ctx, seed=config.seed, batch_size=per_rank
+        )
+        spe = math.ceil(len(sampler) / per_rank)
     state = _State(plan_epochs=o.epochs)
     data_key = {
         "train": list(train.slide_ids),
@@ -255,11 +315,13 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
         "shape": [int(n), int(k), int(d), len(genes)],
     }
     ckpt = out / CHECKPOINT
-    if config.resume and ckpt.is_file():
-        state = _load_checkpoint(ckpt, model, ema, opt, gens, config, data_key)
-        truncate_history(out, state.step)
+    resume = ddp.broadcast_object(config.resume and ckpt.is_file(), ctx)  # rank 0's view
+    if resume:
+        state = _load_checkpoint(ckpt, model, ema, opt, gens, config, data_key, ctx)
+        if ctx.is_main:
+            truncate_history(out, state.step)
         logger.info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
-    else:
+    elif ctx.is_main:
         for stale in (HISTORY, WEIGHTS, CALIBRATION, VAL_METRICS, CHECKPOINT):
             (out / stale).unlink(missing_ok=True)
     tensors = (
@@ -271,34 +333,54 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
     if time_limit_s is not None:
         limit = min(limit, state.elapsed + time_limit_s)
     checkpoint = (ckpt, data_key, limit)
-    _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, checkpoint)
-    cal = _finish(out, ema, validator, config, device, state)
-    if validator is not None and targets.prior is not None and config.prior.refit_with_validation:
-        _refit_prior(out, targets, train, y_tr, validator, config)
+    run = (ctx, sampler, val is not None)
+    _run_loop(out, step_fn, ema, opt, tensors, gens, state, config, spe, validator, checkpoint, run)
+    if not ctx.is_main:
+        ddp.barrier(ctx)  # wait for rank 0 to select, calibrate and write the run
+        return out
+    try:
+        cal = _finish(out, ema, validator, config, device, state)
+        if (
+            validator is not None
+            and targets.prior is not None
+            and config.prior.refit_with_validation
+        ):
+            _refit_prior(out, targets, train, y_tr, validator, config)
+    finally:
+        ddp.barrier(ctx)
     return cal
 
 
-def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator, checkpoint):
-    """Epochs, validations and checkpoints until early stop, budget or plan end."""
+def _run_loop(
+    out, step_fn, ema, opt, tensors, gens, state, config, spe, validator, checkpoint, run
+):
+    """Epochs, validations and checkpoints until early stop, budget or plan end.
+
+    Under DDP every rank trains; rank 0 validates, writes, takes every decision (plan, early
+    stop, time budget, checkpoint due) and broadcasts its state, so the ranks never disagree.
+    """
     ckpt, data_key, budget = checkpoint  # path, fingerprint of the training data, seconds
+    ctx, sampler, has_val = run  # DistContext, patient sampler (DDP only), validation split?
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    model = ddp.unwrap_model(step_fn).model
     o = config.optim
     start = time.perf_counter() - state.elapsed
     last_ckpt = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, transient=True, disable=not ctx.is_main) as bar:
         task = bar.add_task("training", total=state.plan_epochs, completed=state.epoch)
         while not state.finished:
             t0 = time.perf_counter()
-            loss, lr = _train_epoch(model, ema, opt, tensors, gens, state, config, spe)
+            loss, lr = _train_epoch(step_fn, ema, opt, tensors, gens, state, config, spe, sampler)
+            loss = ddp.all_reduce_mean(loss, ctx)  # mean over ranks (one process: unchanged)
             t_epoch = time.perf_counter() - t0
             record = {"epoch": state.epoch, "step": state.step, "loss": loss, "lr": lr}
             due = state.planned and (
                 state.epoch % state.every == 0 or state.epoch >= state.plan_epochs
             )
             t_val = 0.0
-            if validator is not None and (not state.planned or due):
+            if has_val and ctx.is_main and (not state.planned or due):
                 t1 = time.perf_counter()
                 scores = validator.score(ema)
                 t_val = time.perf_counter() - t1
@@ -318,15 +400,22 @@ def _run_loop(out, model, ema, opt, tensors, gens, state, config, spe, validator
             if not state.planned:
                 _plan(state, config, t_epoch, t_val, budget)
             record["time_s"] = round(state.elapsed, 2)
-            append_history(out, record)
+            if ctx.is_main:
+                append_history(out, record)
             bar.update(task, completed=state.epoch, total=state.plan_epochs)
             state.finished = (
                 state.bad >= o.patience
                 or state.elapsed >= budget
                 or state.epoch >= state.plan_epochs
             )
-            if state.finished or time.perf_counter() - last_ckpt > 60 or "val_pcc" in record:
-                _save_checkpoint(ckpt, model, ema, opt, state, gens, config, data_key)
+            save = state.finished or time.perf_counter() - last_ckpt > 60 or "val_pcc" in record
+            if ctx.distributed:  # rank 0 decides for all (times and scores differ per rank)
+                shared = ddp.broadcast_object((asdict(state), save), ctx)
+                for key, value in shared[0].items():
+                    setattr(state, key, value)
+                save = shared[1]
+            if save:
+                _save_checkpoint(ckpt, model, ema, opt, state, gens, config, data_key, ctx)
                 last_ckpt = time.perf_counter()
 
 
