@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,8 @@ def train_cmd(
         config=_read_config(config_path),
         **overrides,
     )
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return  # under torchrun only rank 0 reports
     metrics = read_json(run / "val_metrics.json")
     shown = {k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)}
     click.echo(f"run written to {run}")
