@@ -268,8 +268,13 @@ def evaluate_cmd(
     )
     u = ev.summary.get("uncertainty")
     if u:
+        stored = u.get("stored_interval") or {}
+        if stored.get("coverage") is not None:
+            click.echo(
+                f"the model's {float(stored['level']):.0%} intervals cover {stored['coverage']:.3f}"
+            )
         click.echo(
-            "coverage "
+            f"uncalibrated {u['interval_source']} intervals: coverage "
             + ", ".join(f"{k}: {v:.3f}" for k, v in u["coverage"].items())
             + f"; CRPS {u['crps']:.4f}"
         )
