@@ -5,8 +5,7 @@ Public names are imported lazily (no work at ``import rnafm.evaluate``).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rnafm._lazy import lazy_exports
 
 __all__ = [
     "CVConfig",
@@ -35,11 +34,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"rnafm.evaluate.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'rnafm.evaluate' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rnafm._lazy import lazy_exports
 
 __all__ = ["PredictionArrays", "Predictor", "load_model", "to_anndata", "write_predictions"]
 
@@ -16,11 +15,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"rnafm.predict.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'rnafm.predict' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -5,8 +5,7 @@ Public names are imported lazily (nothing heavy happens at ``import rnafm.slides
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rnafm._lazy import lazy_exports
 
 __all__ = [
     "Slide",
@@ -39,11 +38,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"rnafm.slides.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'rnafm.slides' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -5,8 +5,7 @@ Names are imported lazily on first use; importing this package does no work.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rnafm._lazy import lazy_exports
 
 __all__ = ["SynthConfig", "SynthCohort", "make_cohort", "load_cohort", "run_demo", "DemoResult"]
 
@@ -20,11 +19,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"rnafm.synth.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'rnafm.synth' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)
