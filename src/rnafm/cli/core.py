@@ -102,6 +102,12 @@ def _read_config(path: Path | None):
 )
 @click.option("--resume/--no-resume", default=None, help="Resume from a checkpoint [default: on].")
 @click.option(
+    "--preset",
+    default=None,
+    help="Named set of overrides applied before --set: 'published' (the published RNA-FM "
+    "recipe, for comparison) or 'published-cpu' (that recipe at the CPU model size).",
+)
+@click.option(
     "--set",
     "sets",
     multiple=True,
@@ -121,13 +127,15 @@ def train_cmd(
     max_minutes: float | None,
     prior: str | None,
     resume: bool | None,
+    preset: str | None,
     sets: tuple[str, ...],
 ) -> None:
     """Train a model: reference + features + gene sets -> run directory."""
     from rnafm._io import read_json
     from rnafm.train.api import train
+    from rnafm.train.presets import preset_overrides
 
-    overrides = {
+    options = {
         "expression_scale": expression_scale,
         "seed": seed,
         "device": device,
@@ -136,6 +144,11 @@ def train_cmd(
         "prior.kind": prior,
         "resume": resume,
         **_parse_sets(sets),
+    }
+    # a preset first; options the user actually gave (not None) win over it
+    overrides = {
+        **(preset_overrides(preset) if preset else {}),
+        **{k: v for k, v in options.items() if v is not None},
     }
     run = train(
         reference,
