@@ -9,8 +9,8 @@ its source:
 
 - ``prior.kind = none``: the paper's flow models the z-scored expression itself; there is no
   ridge prior and no residual (issue 2, "the published model trained with its published
-  recipe"; docs/core.md, "`--prior none` gives the paper's set-up").
-- ``optim.lr = 1e-4``: the published learning rate (docs/core.md, "The published lr 1e-4").
+  recipe"; README "Training and prediction", "`--prior none` gives the paper's set-up").
+- ``optim.lr = 1e-4``: the published learning rate (README "Training and prediction", "The published lr 1e-4").
 - ``optim.patience = 3``: the published early stopping waits 3 validations.
 - ``validation.draws = 1`` and ``antithetic = false``: the published early stopping scores ONE
   sampled draw per validation slide (no multi-draw mean, no antithetic pairs), so the selection
