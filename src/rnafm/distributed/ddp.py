@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -213,6 +214,10 @@ def init_distributed(
 def shutdown() -> None:
     """Destroy the default process group if one is initialised (safe to call always)."""
     if dist.is_available() and dist.is_initialized():
+        # every rank reaches this point before any tears its gloo threads down; destroying
+        # the group while a peer is still in a collective aborts that peer
+        dist.barrier()
+        gc.collect()  # release DDP reducers still holding gloo work before the group goes
         dist.destroy_process_group()
 
 
