@@ -176,7 +176,7 @@ def main() -> None:
 
     # throughput: slides x draws x genes through the predictor's sampler (the real path:
     # features on the host, chunks of rows to the device, draws back as float32 numpy)
-    from rnafm.predict.sampling import draw_samples
+    from rnafm.flow.draws import draw_samples
 
     n_slides, draws = shape["slides"], shape["draws"]
     rng = np.random.default_rng(args.seed)

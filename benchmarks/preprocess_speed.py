@@ -126,7 +126,7 @@ def main() -> None:
     tile_s, tile_cpu = time.perf_counter() - t0, time.process_time() - c0
     n_read = int(res.extra["n_read"])
 
-    from rnafm.slides.cohort import tile_slides
+    from rnafm.slides.batch import tile_slides
 
     n_ext = min(args.extract_tiles, len(res.coords))
     sub = work / "sub"

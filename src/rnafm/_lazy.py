@@ -14,13 +14,17 @@ def lazy_exports(
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """Return ``(__getattr__, __dir__)`` for ``package`` exporting ``name -> submodule``.
 
-    ``where`` maps each public name to the submodule (relative to ``package``) that defines it;
-    the submodule is imported on first access only.
+    ``where`` maps each public name to the module that defines it: a submodule relative to
+    ``package`` (``"config"``), or an absolute module (``"rnafm.cohort.splits"``) for a name
+    re-exported from a lower stage. The module is imported on first access only.
     """
 
     def __getattr__(name: str) -> Any:
         if name in where:
-            return getattr(importlib.import_module(f"{package}.{where[name]}"), name)
+            module = where[name]
+            if not module.startswith("rnafm."):
+                module = f"{package}.{module}"
+            return getattr(importlib.import_module(module), name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:

@@ -29,7 +29,7 @@ def _rnafm() -> list[str]:
 
 
 def test_demo_config_presets():
-    from rnafm.synth.demo import DemoSize, demo_config
+    from rnafm.demo import DemoSize, demo_config
 
     quick, full = demo_config(DemoSize.QUICK), demo_config("default")
     assert quick.n_patients < full.n_patients and quick.slide_width < full.slide_width
@@ -40,7 +40,7 @@ def test_demo_config_presets():
 def test_demo_wiring_with_baselines(tmp_path):
     """Every stage runs on a tiny cohort (ridge and mean only, so it is fast)."""
     _need_stages()
-    from rnafm.synth.demo import demo_config, run_demo
+    from rnafm.demo import demo_config, run_demo
 
     cfg = demo_config("quick", n_patients=13, slide_width=611, slide_height=577, n_genes=53,
                       n_clusters=8, n_folds=3, models=["ridge", "mean"], seed=3)  # fmt: skip
@@ -90,7 +90,7 @@ def test_quick_demo_acceptance(tmp_path):
 
 
 def test_summarise_uses_one_ranking_and_the_stored_interval():
-    from rnafm.synth.demo import summarise
+    from rnafm.demo import summarise
 
     def metrics(val_top, stored=None, draws_cov=0.7):
         u = {"coverage": {"0.9": draws_cov}}

@@ -10,7 +10,7 @@ from sklearn.linear_model import Ridge
 from rnafm.evaluate.baselines import ModelName, build_regressor, pooled_features
 from rnafm.evaluate.baselines.networks import HE2RNANet, LinearAttention, SequoiaNet, TransformerNet
 from rnafm.evaluate.baselines.simple import ridge_path
-from rnafm.evaluate.metrics import pearson
+from rnafm.metrics import pearson
 
 TINY = {"max_epochs": 3, "hidden": 8, "heads": 2, "depth": 1, "batch_size": 8, "top_k": [1, 3, 50]}
 FAST_MODELS = [m for m in ModelName if m is not ModelName.RNAFM]

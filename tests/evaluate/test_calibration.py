@@ -7,8 +7,6 @@ import pytest
 from scipy import integrate, stats
 
 from rnafm.evaluate.calibration import (
-    conformal_quantiles,
-    coverage,
     crps_draws,
     crps_gaussian,
     draws_interval,
@@ -17,6 +15,7 @@ from rnafm.evaluate.calibration import (
     std_error_spearman,
     uncertainty_metrics,
 )
+from rnafm.metrics import conformal_quantiles, coverage
 
 
 def test_crps_gaussian_matches_numerical_integral() -> None:

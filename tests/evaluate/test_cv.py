@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from rnafm.evaluate import CVConfig, cross_validate, evaluate_predictions, load_folds
-from rnafm.evaluate.metrics import pearson
+from rnafm.metrics import pearson
 
 TINY = {"max_epochs": 4, "hidden": 8, "heads": 2, "depth": 1}
 SETS = {"SET_A": ["G0", "G1", "G2", "G3", "G4"], "SET_B": [f"G{i}" for i in range(5, 12)]}
@@ -44,8 +44,8 @@ def test_cross_validate_writes_honest_oof(tmp_path, make, monkeypatch) -> None:
     assert "random_mean" in seq.layers and "std" not in seq.layers
     # the ridge test predictions equal a model fitted on the fold's training patients only
     ridge = ad.read_h5ad(tmp_path / "ridge" / "oof_predictions.h5ad")
+    from rnafm.cohort.splits import fold_indices
     from rnafm.evaluate.baselines import build_regressor
-    from rnafm.evaluate.splits import fold_indices
 
     tr, va, te = fold_indices(folds[1], data.patient_ids)
     reg = build_regressor("ridge")
@@ -261,8 +261,8 @@ def test_cli_cv_evaluate_report(files, tmp_path) -> None:
 
 def test_reads_rnafm_predict_files(tmp_path, make) -> None:
     """Files of `rnafm predict` (interval level at the top of uns, string draws ids) evaluate."""
-    from rnafm.evaluate.predictions_io import read_draws, read_predictions
-    from rnafm.predict.writer import write_draws
+    from rnafm.evaluate.predictions_io import read_predictions
+    from rnafm.predict.writer import read_draws, write_draws
 
     data = make(7, seed=6)
     rng = np.random.default_rng(0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rnafm.evaluate.metrics import (
+from rnafm.metrics import (
     benjamini_hochberg,
     gene_metrics,
     mae,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnafm.predict.sampling import OutputTransform, _noise, summarise
+from rnafm.flow.draws import _noise, summarise
+from rnafm.train.targets import OutputTransform
 
 
 def test_antithetic_noise_pairs():

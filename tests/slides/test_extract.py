@@ -12,7 +12,7 @@ import torch
 from rnafm.features.encoders import build_encoder
 from rnafm.features.extract import ExtractConfig, extract_features
 from rnafm.features.io import find_feature_files, read_features
-from rnafm.slides.cohort import tile_slides
+from rnafm.slides.batch import tile_slides
 from rnafm.slides.config import TilingConfig
 from rnafm.slides.jobs import JobStatus
 from rnafm.slides.wsi import open_slide

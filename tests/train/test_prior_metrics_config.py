@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from rnafm.errors import InputError
+from rnafm.metrics import conformal_multiplier, coverage, mean_pcc, per_gene_pcc
 from rnafm.train.config import TrainConfig, apply_overrides
-from rnafm.train.metrics import conformal_multiplier, coverage, mean_pcc, per_gene_pcc
 from rnafm.train.prior import cross_fit_ridge, fit_ridge, pool_clusters
 
 

@@ -111,7 +111,7 @@ def demo_cmd(out: Path, n_slides: int | None, quick: bool, seed: int) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from rnafm.synth import run_demo
+    from rnafm.demo import run_demo
 
     result = run_demo(out, n_slides=n_slides, quick=quick, seed=seed)
     table = Table(title="rnafm demo: patient-level cross-validation, out-of-fold")

@@ -162,8 +162,8 @@ def cv_cmd(
             "each fold's model with `torchrun ... -m rnafm train`."
         )
     from rnafm.cohort.dataset import load_cohort_data
+    from rnafm.cohort.splits import Stratify, load_folds
     from rnafm.evaluate.cv import CVConfig, cross_validate
-    from rnafm.evaluate.splits import Stratify, load_folds
     from rnafm.features.clusters import ClusterConfig
 
     ref = _load_reference(reference, expression_scale)

@@ -16,8 +16,8 @@ from rnafm import __version__
 
 # command name -> (module under rnafm.cli, attribute)
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("core", "train_cmd"),
-    "predict": ("core", "predict_cmd"),
+    "train": ("train", "train_cmd"),
+    "predict": ("predict", "predict_cmd"),
     "tile": ("slides", "tile_cmd"),
     "extract": ("slides", "extract_cmd"),
     "preprocess": ("slides", "preprocess_cmd"),

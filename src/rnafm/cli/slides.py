@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from rnafm.features.extract import Device, ExtractConfig, Precision
+from rnafm.features.extract import ExtractConfig
+from rnafm.runtime import Device, Precision
 from rnafm.slides.config import TilingConfig
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def tile_cmd(
     Writes OUT/tiles/<slide>.h5 (level-0 coords + attributes), OUT/thumbnails/<slide>.png and
     OUT/failures.json.
     """
-    from rnafm.slides.cohort import tile_slides
+    from rnafm.slides.batch import tile_slides
 
     config = _tiling_config(kw, overwrite=overwrite, progress=not no_progress)
     _finish(tile_slides(list(slides), out, config))
@@ -201,7 +202,7 @@ def preprocess_cmd(
     if scheduler is None:
         report = preprocess(list(slides), out, config)
     else:
-        from rnafm.distributed.preprocess import preprocess_distributed
+        from rnafm.features.preprocess_dask import preprocess_distributed
 
         report = preprocess_distributed(
             list(slides),

@@ -2,6 +2,7 @@
 
 Predictive distributions come either as draws (n, S, G) or as a Gaussian with the predicted mean
 and std (n, G). Intervals are central: level l spans the (1 - l)/2 and (1 + l)/2 quantiles.
+Interval coverage and the conformal multipliers themselves live in :mod:`rnafm.metrics`.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from rnafm.metrics import coverage, gaussian_multiplier, spearman
+
 __all__ = [
     "LEVELS",
     "gaussian_interval",
     "draws_interval",
-    "coverage",
     "crps_gaussian",
     "crps_draws",
     "std_error_spearman",
     "reliability_curve",
-    "conformal_quantiles",
     "conformal_interval",
     "uncertainty_metrics",
 ]
@@ -32,7 +33,7 @@ RELIABILITY_LEVELS: tuple[float, ...] = tuple(np.round(np.arange(0.05, 1.0, 0.05
 
 def gaussian_interval(mean, std, level: float) -> tuple[np.ndarray, np.ndarray]:
     """Central interval of N(mean, std^2) at ``level``: mean -/+ z_{(1+l)/2} std."""
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = gaussian_multiplier(level)
     mean, std = np.asarray(mean), np.asarray(std)
     return mean - z * std, mean + z * std
 
@@ -55,12 +56,6 @@ def draws_interval(
     """
     x = np.asarray(draws) if presorted else np.sort(np.asarray(draws), axis=1)
     return _sorted_quantile(x, 0.5 - level / 2), _sorted_quantile(x, 0.5 + level / 2)
-
-
-def coverage(y, lower, upper) -> float:
-    """Fraction of observations inside [lower, upper]."""
-    y = np.asarray(y)
-    return float(((y >= lower) & (y <= upper)).mean())
 
 
 def crps_gaussian(y, mean, std) -> np.ndarray:
@@ -100,8 +95,6 @@ def std_error_spearman(y, mean, std) -> dict[str, float | None]:
     Returns the correlation pooled over all (sample, gene) pairs, and the mean over genes of
     the per-gene correlation (within a gene, across samples).
     """
-    from rnafm.evaluate.metrics import spearman
-
     err = np.abs(np.asarray(y, dtype=np.float64) - mean)
     std = np.asarray(std, dtype=np.float64)
     pooled = np.nan
@@ -128,23 +121,6 @@ def reliability_curve(
     draws = None if draws is None else np.sort(np.asarray(draws), axis=1)
     observed = [coverage(y, *_interval(mean, std, draws, lv)) for lv in levels]
     return {"nominal": [float(v) for v in levels], "observed": observed}
-
-
-def conformal_quantiles(y_val, mean_val, std_val, levels: Sequence[float] = LEVELS) -> np.ndarray:
-    """Split-conformal multipliers of the std, one per level, from a validation split.
-
-    The nonconformity score is |y - mean| / std pooled over samples and genes; the multiplier
-    for level l is its ceil((m + 1) l)-th smallest value (m scores), so intervals
-    mean -/+ q std cover at least l of exchangeable new data.
-    """
-    score = (np.abs(np.asarray(y_val) - mean_val) / np.maximum(std_val, 1e-12)).ravel()
-    score = np.sort(score[np.isfinite(score)])
-    m = len(score)
-    out = []
-    for lv in levels:
-        k = int(np.ceil((m + 1) * lv))
-        out.append(float(score[min(k, m) - 1]) if m else np.nan)
-    return np.asarray(out)
 
 
 def conformal_interval(mean, std, q: float) -> tuple[np.ndarray, np.ndarray]:

@@ -27,13 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm._io import atomic_path, write_json
-from rnafm.errors import InputError
-from rnafm.evaluate.baselines import ModelName, build_regressor
-from rnafm.evaluate.calibration import LEVELS, conformal_quantiles
-from rnafm.evaluate.evaluation import evaluate_predictions
-from rnafm.evaluate.metrics import pearson
-from rnafm.evaluate.predictions_io import PredictionFile, write_draws, write_predictions
-from rnafm.evaluate.splits import (
+from rnafm.cohort.splits import (
     Fold,
     Stratify,
     check_folds,
@@ -42,6 +36,13 @@ from rnafm.evaluate.splits import (
     make_folds,
     save_folds,
 )
+from rnafm.errors import InputError
+from rnafm.evaluate.baselines import ModelName, build_regressor
+from rnafm.evaluate.calibration import LEVELS
+from rnafm.evaluate.evaluation import evaluate_predictions
+from rnafm.evaluate.predictions_io import PredictionFile, write_predictions
+from rnafm.metrics import conformal_quantiles, pearson
+from rnafm.predict.writer import write_draws
 
 if TYPE_CHECKING:
     from rnafm.cohort.dataset import CohortData
@@ -169,7 +170,7 @@ def _assemble(
     draws = arrays.pop("draws", None)
     if draws is not None:
         if draws.nbytes <= _MAX_DRAWS_BYTES:
-            write_draws(out / "oof_draws.h5", draws, slide_ids, list(data.genes))
+            write_draws(out / "oof_draws.h5", slide_ids, list(data.genes), draws)
             info["draws_file"] = "oof_draws.h5"
             info["n_draws"] = int(draws.shape[1])
         else:

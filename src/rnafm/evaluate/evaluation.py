@@ -23,22 +23,23 @@ from rnafm._io import atomic_path, write_json
 from rnafm.errors import InputError
 from rnafm.evaluate.calibration import (
     LEVELS,
-    conformal_quantiles,
-    coverage,
     crps_gaussian,
     gaussian_interval,
     reliability_curve,
     uncertainty_metrics,
 )
-from rnafm.evaluate.metrics import (
+from rnafm.evaluate.predictions_io import PredictionFile, read_predictions
+from rnafm.metrics import (
     TOP_K,
+    conformal_quantiles,
+    coverage,
     gene_metrics,
     pearson,
     summarize_genes,
     top_k_summary,
     well_predicted,
 )
-from rnafm.evaluate.predictions_io import PredictionFile, read_draws, read_predictions
+from rnafm.predict.writer import read_draws
 
 __all__ = ["Evaluation", "evaluate_predictions", "load_truth", "pathway_matrix"]
 

@@ -6,7 +6,7 @@ a ``random_mean`` layer (a random-init model of the same architecture, for SEQUO
 ``uns['rnafm_cv']`` (per-fold validation correlations and conformal multipliers) and an
 ``observed`` layer (the log2(x+1) truth of the cohort, so the file can be evaluated and
 reported on its own). Draws, when
-saved, live in a separate h5 file (dataset ``draws`` (n, S, G), ``slide_ids``, ``genes``).
+saved, live in a separate h5 file written and read by :mod:`rnafm.predict.writer`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 
@@ -25,7 +24,7 @@ from rnafm import __version__
 from rnafm._io import atomic_path
 from rnafm.errors import InputError
 
-__all__ = ["PredictionFile", "write_predictions", "read_predictions", "write_draws", "read_draws"]
+__all__ = ["PredictionFile", "write_predictions", "read_predictions"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,35 +135,3 @@ def read_predictions(path: str | os.PathLike[str]) -> PredictionFile:
         cv=cv,
         path=path,
     )
-
-
-def write_draws(
-    path: str | os.PathLike[str], draws: np.ndarray, slide_ids: list[str], genes: list[str]
-) -> Path:
-    """Write posterior draws (n, S, G) beside a predictions file."""
-    path = Path(path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("draws", data=np.asarray(draws, dtype=np.float32), compression="gzip")
-        f.create_dataset("slide_ids", data=np.asarray(slide_ids, dtype="S"))
-        f.create_dataset("genes", data=np.asarray(genes, dtype="S"))
-        f.attrs["rnafm_version"] = __version__
-    return path
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def read_draws(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Read draws (n, S, G), slide ids and genes."""
-    try:
-        with h5py.File(path, "r") as f:
-            return (
-                np.asarray(f["draws"]),
-                [_text(s) for s in f["slide_ids"][()]],
-                [_text(g) for g in f["genes"][()]],
-            )
-    except (OSError, KeyError) as e:
-        raise InputError(
-            f"{path}: not a draws file with 'draws', 'slide_ids', 'genes' ({e})"
-        ) from e

@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rnafm._io import write_json
 from rnafm.errors import InputError, SlideError
+from rnafm.runtime import Device, Precision, resolve_device
 from rnafm.slides.jobs import (
     CohortReport,
     JobStatus,
@@ -32,8 +32,6 @@ from rnafm.slides.jobs import (
 from rnafm.slides.progress import cohort_progress, rate_text
 
 __all__ = [
-    "Device",
-    "Precision",
     "ExtractConfig",
     "ExtractionReport",
     "extract_features",
@@ -50,23 +48,6 @@ _TILE_KEYS = (
     "patch_size", "patch_size_level0", "stride_level0", "overlap", "target_magnification",
     "target_mpp", "level0_magnification", "level0_mpp", "scale_source", "slide_path",
 )  # fmt: skip
-
-
-class Device(str, Enum):
-    """Where the encoder runs; ``auto`` picks CUDA when available."""
-
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class Precision(str, Enum):
-    """Autocast precision on CUDA; ``auto`` uses the encoder's preference (bf16 when supported)."""
-
-    AUTO = "auto"
-    FP32 = "fp32"
-    FP16 = "fp16"
-    BF16 = "bf16"
 
 
 class ExtractConfig(BaseModel):
@@ -105,18 +86,6 @@ def features_dir(out: str | os.PathLike[str], encoder: str) -> Path:
     from rnafm.features.encoders import encoder_dirname
 
     return Path(out) / "features" / encoder_dirname(encoder)
-
-
-def resolve_device(device: Device) -> Any:
-    import torch
-
-    if device == Device.CUDA and not torch.cuda.is_available():
-        raise InputError(
-            "--device cuda requested but no CUDA device is available; use --device cpu"
-        )
-    if device == Device.AUTO:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device.value)
 
 
 def _autocast_dtype(config: ExtractConfig, preferred: Any, device: Any) -> Any:

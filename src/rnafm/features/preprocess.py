@@ -59,7 +59,7 @@ def preprocess(
     the same command again only does what is missing. The configuration is saved as
     ``<out>/preprocess_config.json``.
     """
-    from rnafm.slides.cohort import tile_slides
+    from rnafm.slides.batch import tile_slides
 
     config = config or PreprocessConfig()
     out = Path(out)

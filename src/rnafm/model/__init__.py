@@ -9,7 +9,7 @@ from rnafm.model.config import (
     model_preset,
 )
 from rnafm.model.network import RNAFM, build_model
-from rnafm.model.precision import Precision, autocast
+from rnafm.runtime import Precision, autocast
 
 __all__ = [
     "MODEL_PRESETS",

@@ -55,7 +55,7 @@ class Predictor:
 
         from rnafm.model import build_model
         from rnafm.pathways import PathwayTokens
-        from rnafm.predict.sampling import resolve_device
+        from rnafm.runtime import resolve_device
         from rnafm.train.config import TrainConfig
         from rnafm.train.targets import load_targets
 
@@ -116,8 +116,8 @@ class Predictor:
         keep_draws
             Also return the draws (n, S, G).
         """
-        from rnafm.predict.sampling import draw_samples, summarise
-        from rnafm.train.metrics import gaussian_multiplier
+        from rnafm.flow.draws import draw_samples, summarise
+        from rnafm.metrics import gaussian_multiplier
 
         if draws < 2:
             raise InputError(f"draws must be at least 2 to estimate an interval, got {draws}.")

@@ -1,4 +1,9 @@
-"""Predictions as AnnData (.h5ad) and draws as a separate h5 file (DESIGN.md)."""
+"""Predictions as AnnData (.h5ad) and draws as a separate h5 file (DESIGN.md).
+
+This module owns the draws file: dataset ``draws`` float32 (n, S, G) on log2(x+1), string
+datasets ``slide_ids`` and ``genes``, attributes ``scale`` and ``rnafm_version``. Prediction and
+cross-validation write it with :func:`write_draws`; evaluation reads it with :func:`read_draws`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from rnafm._io import atomic_path
+from rnafm.errors import InputError
 
-__all__ = ["to_anndata", "write_predictions", "write_draws"]
+__all__ = ["to_anndata", "write_predictions", "write_draws", "read_draws"]
 
 
 def _plain(value: Any) -> Any:
@@ -91,3 +97,24 @@ def write_draws(path: str | os.PathLike[str], slide_ids, genes, draws: np.ndarra
         f.create_dataset("genes", data=np.asarray(genes, dtype=object), dtype=h5py.string_dtype())
         f.attrs["scale"] = "log2(x+1)"
         f.attrs["rnafm_version"] = __version__
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def read_draws(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Read draws (n, S, G), slide ids and genes written by :func:`write_draws`."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return (
+                np.asarray(f["draws"]),
+                [_text(s) for s in f["slide_ids"][()]],
+                [_text(g) for g in f["genes"][()]],
+            )
+    except (OSError, KeyError) as e:
+        raise InputError(
+            f"{path}: not a draws file with 'draws', 'slide_ids', 'genes' ({e})"
+        ) from e

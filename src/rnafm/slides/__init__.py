@@ -31,9 +31,9 @@ _WHERE = {
     "SlideTiles": "tiling",
     "tile_slide": "tiling",
     "read_tile_file": "tiling",
-    "tile_slides": "cohort",
-    "tile_slide_job": "cohort",
-    "TilingReport": "cohort",
+    "tile_slides": "batch",
+    "tile_slide_job": "batch",
+    "TilingReport": "batch",
     "resolve_slides": "jobs",
 }
 

@@ -1,4 +1,4 @@
-"""A built-in synthetic cohort (slides, expression, hidden truth) and the end-to-end demo.
+"""A built-in synthetic cohort: slides, expression and the hidden truth (the demo is rnafm.demo).
 
 Names are imported lazily on first use; importing this package does no work.
 """
@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from rnafm._lazy import lazy_exports
 
-__all__ = ["SynthConfig", "SynthCohort", "make_cohort", "load_cohort", "run_demo", "DemoResult"]
+__all__ = ["SynthConfig", "SynthCohort", "make_cohort", "load_cohort"]
 
 _WHERE = {
     "SynthConfig": "config",
     "SynthCohort": "cohort",
     "make_cohort": "cohort",
     "load_cohort": "cohort",
-    "run_demo": "demo",
-    "DemoResult": "demo",
 }
 
 

@@ -8,35 +8,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rnafm._io import write_json
+from rnafm.cohort.splits import split_patients
 from rnafm.errors import InputError
 from rnafm.train.config import TrainConfig, apply_overrides
 
-__all__ = ["train", "split_patients"]
+__all__ = ["train"]
 
 logger = logging.getLogger(__name__)
 
 _MIN_TRAIN_S = 90.0  # training loop time kept even when loading the data ate the budget
-
-
-def split_patients(
-    patient_ids: list[str], *, fraction: float, min_patients: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded patient-level split of slide indices into (train, val).
-
-    ``round(fraction * patients)`` patients (at least ``min_patients``) go to validation; with
-    fewer than ``2 * min_patients`` patients, or ``fraction`` 0, there is no validation split.
-    """
-    uniq = sorted(set(patient_ids))
-    n_val = max(int(round(fraction * len(uniq))), min_patients)
-    if fraction <= 0 or len(uniq) < 2 * min_patients:
-        return np.arange(len(patient_ids)), np.zeros(0, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    val_patients = {uniq[i] for i in rng.permutation(len(uniq))[:n_val]}
-    is_val = np.asarray([p in val_patients for p in patient_ids])
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 def train(
@@ -81,7 +62,7 @@ def train(
     """
     import torch.distributed as dist
 
-    from rnafm.distributed import ddp
+    from rnafm.train import ddp
     from rnafm.train.loop import process_context
 
     t_start = time.monotonic()
@@ -99,8 +80,8 @@ def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float
     """Body of :func:`train` once the configuration and the process context are known."""
     from rnafm.cohort.dataset import load_cohort_data
     from rnafm.cohort.reference import load_reference
-    from rnafm.distributed import ddp
     from rnafm.pathways import load_gene_sets, select_tokens
+    from rnafm.train import ddp
     from rnafm.train.loop import fit
 
     ddp.quiet_non_main(ctx)

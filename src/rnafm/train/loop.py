@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from rnafm._io import atomic_path, write_json
-from rnafm.distributed import ddp
 from rnafm.errors import InputError
-from rnafm.predict.sampling import autocast, resolve_device
+from rnafm.runtime import autocast, resolve_device
+from rnafm.train import ddp
 from rnafm.train.config import Schedule, TrainConfig
 from rnafm.train.run import (
     CALIBRATION,
@@ -245,8 +245,8 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
     Path
         The run directory.
     """
-    from rnafm.distributed.step import FlowMatchingStep
     from rnafm.model import build_model
+    from rnafm.train.step import FlowMatchingStep
 
     ctx = process_context(config)
     ddp.quiet_non_main(ctx)

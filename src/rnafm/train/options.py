@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from enum import Enum
 
+from rnafm.runtime import Device
+
 __all__ = ["Device", "Schedule", "PriorKind", "CalibrationMethod"]
-
-
-class Device(str, Enum):
-    """Where to train and sample."""
-
-    AUTO = "auto"  # cuda when available, else cpu
-    CPU = "cpu"
-    CUDA = "cuda"
 
 
 class Schedule(str, Enum):

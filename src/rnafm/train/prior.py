@@ -211,7 +211,7 @@ def _top_directions(fitted: np.ndarray, rank: int) -> np.ndarray:
 
 
 def _mean_pcc(pred: np.ndarray, true: np.ndarray) -> float:
-    from rnafm.train.metrics import mean_pcc
+    from rnafm.metrics import mean_pcc
 
     return mean_pcc(pred, true)
 

@@ -9,14 +9,43 @@ from pathlib import Path
 import numpy as np
 
 from rnafm.errors import InputError
-from rnafm.predict.sampling import OutputTransform
 from rnafm.train.config import PriorKind, TrainConfig
 from rnafm.train.prior import RidgePrior, cross_fit_ridge, pool_clusters
 from rnafm.train.run import NORMALISATION, PRIOR, Normalisation
 
-__all__ = ["Targets", "aligned_expression", "prepare_targets", "load_targets"]
+__all__ = ["OutputTransform", "Targets", "aligned_expression", "prepare_targets", "load_targets"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class OutputTransform:
+    """Map model space (flow output) to z-scores and log2(x+1).
+
+    ``z = prior + res_scale * x`` and ``log2 = mean + std * z``; without a prior, ``prior`` is
+    zero and ``res_scale`` one.
+    """
+
+    mean: np.ndarray  # float64 (G,) normalisation mean
+    std: np.ndarray  # float64 (G,) normalisation std
+    res_scale: np.ndarray  # float64 (G,)
+
+    def to_log2(
+        self, x: np.ndarray, prior_z: np.ndarray | None, *, blend: float = 1.0
+    ) -> np.ndarray:
+        """Model-space draws (n, S, G) and prior z (n, G) -> log2(x+1) draws (n, S, G).
+
+        With a prior, ``blend`` shrinks the flow's mean correction towards the prior (chosen
+        on validation): draws become ``prior + scale (blend mean_x + (x - mean_x))``, so their
+        spread is unchanged and their mean is ``prior + blend scale mean_x``.
+        """
+        if prior_z is not None and blend != 1.0:
+            mean_x = x.mean(axis=1, keepdims=True)  # (n, 1, G)
+            x = x + (blend - 1.0) * mean_x  # (n, S, G)
+        z = x * self.res_scale  # (n, S, G)
+        if prior_z is not None:
+            z = z + prior_z[:, None, :]  # (n, S, G)
+        return z * self.std + self.mean  # (n, S, G)
 
 
 def aligned_expression(data, genes: list[str], what: str) -> np.ndarray:

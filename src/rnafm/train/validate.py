@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnafm.predict.sampling import draw_samples, summarise
+from rnafm.flow.draws import draw_samples, summarise
+from rnafm.metrics import conformal_multiplier, coverage, gaussian_multiplier, mean_pcc
 from rnafm.train.config import CalibrationMethod, TrainConfig
-from rnafm.train.metrics import conformal_multiplier, coverage, gaussian_multiplier, mean_pcc
 from rnafm.train.targets import Targets
 
 __all__ = ["Validator", "uncalibrated"]

@@ -1,4 +1,4 @@
-"""``rnafm demo``: the whole method on a built-in synthetic cohort, offline, in minutes.
+"""The end-to-end demo (`rnafm demo`): the whole method on a built-in synthetic cohort, offline.
 
 synth -> preprocess (tiling + builtin encoder) -> cohort (reference CSV, or the GDC files through
 ``rnafm cohort``) -> patient-level cross-validation of RNA-FM and the baselines (out-of-fold

@@ -31,8 +31,8 @@ def _write_slide(path: Path, *, seed: int, mpp: float = 0.5) -> Path:
 
 
 def test_preprocess_distributed_local_cluster(tmp_path: Path) -> None:
-    from rnafm.distributed.preprocess import preprocess_distributed
     from rnafm.features.preprocess import PreprocessConfig
+    from rnafm.features.preprocess_dask import preprocess_distributed
     from rnafm.slides.config import TilingConfig
 
     slides = tmp_path / "slides"

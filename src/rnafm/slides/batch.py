@@ -1,4 +1,4 @@
-"""Tile a cohort: skip finished slides, lock each slide, record failures and go on."""
+"""Tile a batch of slides: skip finished slides, lock each slide, record failures and go on."""
 
 from __future__ import annotations
 

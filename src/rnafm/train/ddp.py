@@ -43,8 +43,8 @@ import torch.distributed as dist
 from torch import nn
 
 from rnafm._io import atomic_path
-from rnafm.distributed.sampler import PatientDistributedSampler
 from rnafm.errors import InputError
+from rnafm.train.ddp_sampler import PatientDistributedSampler
 
 __all__ = [
     "Backend",

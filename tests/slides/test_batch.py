@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from rnafm.errors import InputError
-from rnafm.slides import cohort as cohort_mod
-from rnafm.slides.cohort import tile_slides
+from rnafm.slides import batch as batch_mod
+from rnafm.slides.batch import tile_slides
 from rnafm.slides.config import TilingConfig
 from rnafm.slides.jobs import JobStatus, resolve_slides, slide_lock
 
@@ -56,7 +56,7 @@ def test_corrupt_slide_in_the_middle_does_not_stop_the_cohort(cohort_dir, tmp_pa
 def test_resume_after_interrupted_run(cohort_dir, tmp_path, monkeypatch):
     (cohort_dir / "b_corrupt.svs").unlink()
     out = tmp_path / "out"
-    real = cohort_mod.tile_slide
+    real = batch_mod.tile_slide
     calls = []
 
     def crash_on_second(path, *args, **kwargs):
@@ -65,14 +65,14 @@ def test_resume_after_interrupted_run(cohort_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the user pressed Ctrl-C mid-cohort
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(cohort_mod, "tile_slide", crash_on_second)
+    monkeypatch.setattr(batch_mod, "tile_slide", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         tile_slides(cohort_dir, out, CFG)
     first = (out / "tiles" / "a_40x.h5").read_bytes()
     assert not (out / "tiles" / "c_20x.h5").exists()
     assert not list((out / "tiles").glob(".*.tmp*"))  # no half-written files left
     assert not list((out / "tiles" / ".locks").glob("*.lock"))  # lock released
-    monkeypatch.setattr(cohort_mod, "tile_slide", real)
+    monkeypatch.setattr(batch_mod, "tile_slide", real)
     report = tile_slides(cohort_dir, out, CFG)
     assert {j.slide_id: j.status for j in report.jobs} == {
         "a_40x": JobStatus.SKIPPED,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rnafm.distributed.dask_runner import Scheduler, failure_records, run_per_slide
 from rnafm.errors import InputError
+from rnafm.features.dask_runner import Scheduler, failure_records, run_per_slide
 
 
 def _tasks():

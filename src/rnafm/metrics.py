@@ -1,4 +1,7 @@
-"""Per-gene accuracy metrics, significance tests and top-k summaries.
+"""Per-gene accuracy metrics, interval coverage and conformal multipliers, significance tests.
+
+This module sits below every stage: training uses it for model selection and calibration on
+its validation split, evaluation for its reports; each metric is defined here once.
 
 All functions take ``y_true`` and ``y_pred`` as (n_samples, n_genes) arrays on the same scale
 (log2(x+1) inside rnafm) and work column by column, vectorised. A gene whose truth or prediction
@@ -16,6 +19,12 @@ from scipy import stats
 __all__ = [
     "TOP_K",
     "pearson",
+    "per_gene_pcc",
+    "mean_pcc",
+    "coverage",
+    "gaussian_multiplier",
+    "conformal_quantiles",
+    "conformal_multiplier",
     "spearman",
     "rmse",
     "mae",
@@ -42,6 +51,18 @@ def _constant(a: np.ndarray, ss: np.ndarray) -> np.ndarray:
     return ss / np.sqrt(max(len(a), 1)) <= 1e-10 * scale
 
 
+def _pearson_r(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-column Pearson r of float64 (n, G) arrays (NaN where a column is constant), and n."""
+    xc = x - x.mean(0)  # (n, G)
+    yc = y - y.mean(0)  # (n, G)
+    sx = np.sqrt((xc**2).sum(0))  # (G,)
+    sy = np.sqrt((yc**2).sum(0))  # (G,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (xc * yc).sum(0) / (sx * sy)  # (G,)
+    r[_constant(x, sx) | _constant(y, sy)] = np.nan
+    return np.clip(r, -1.0, 1.0), x.shape[0]
+
+
 def pearson(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     """Per-column Pearson r and two-sided p-value (t-test with n - 2 df, as scipy.stats.pearsonr).
 
@@ -50,23 +71,69 @@ def pearson(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     r, p : np.ndarray
         (n_genes,) each; NaN where a column is constant or n < 3.
     """
-    x, y = _as2d(y_true), _as2d(y_pred)
-    n = x.shape[0]
-    xc = x - x.mean(0)  # (n, G)
-    yc = y - y.mean(0)  # (n, G)
-    sx = np.sqrt((xc**2).sum(0))  # (G,)
-    sy = np.sqrt((yc**2).sum(0))  # (G,)
+    r, n = _pearson_r(_as2d(y_true), _as2d(y_pred))
+    if n < 3:
+        return r, np.full_like(r, np.nan)
+    df = n - 2
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (xc * yc).sum(0) / (sx * sy)
-        r[_constant(x, sx) | _constant(y, sy)] = np.nan
-        r = np.clip(r, -1.0, 1.0)
-        if n < 3:
-            return r, np.full_like(r, np.nan)
-        df = n - 2
         t = r * np.sqrt(df / np.maximum(1.0 - r**2, 1e-300))
         p = 2.0 * stats.t.sf(np.abs(t), df)
     p[np.isnan(r)] = np.nan
     return r, p
+
+
+def per_gene_pcc(pred, true) -> np.ndarray:
+    """Pearson r across samples for every gene of (n, G) predictions and truth, without p-values.
+
+    Returns float64 (G,); NaN where either column is constant.
+    """
+    return _pearson_r(_as2d(true), _as2d(pred))[0]
+
+
+def mean_pcc(pred, true) -> float:
+    """Mean per-gene PCC over genes with a defined correlation (0 when none)."""
+    r = per_gene_pcc(pred, true)
+    return float(np.nanmean(r)) if np.isfinite(r).any() else 0.0
+
+
+def coverage(y, lower, upper) -> float:
+    """Fraction of observations inside [lower, upper]."""
+    y = np.asarray(y)
+    return float(((y >= lower) & (y <= upper)).mean())
+
+
+def gaussian_multiplier(level: float) -> float:
+    """z such that mean +- z std is the central ``level`` interval of a Gaussian."""
+    return float(stats.norm.ppf(0.5 + level / 2))
+
+
+def conformal_quantiles(
+    y_val, mean_val, std_val, levels: Sequence[float], *, min_std: float = 1e-12
+) -> np.ndarray:
+    """Split-conformal multipliers of the std, one per level, from a validation split.
+
+    The nonconformity score is |y - mean| / max(std, min_std) pooled over samples and genes
+    (non-finite scores dropped); the multiplier for level l is its ceil((m + 1) l)-th smallest
+    value (m scores), so intervals mean -/+ q std cover at least l of exchangeable new data.
+    NaN when there is no score.
+    """
+    score = (np.abs(np.asarray(y_val) - mean_val) / np.maximum(std_val, min_std)).ravel()
+    score = np.sort(score[np.isfinite(score)])
+    m = len(score)
+    out = []
+    for lv in levels:
+        k = int(np.ceil((m + 1) * lv))
+        out.append(float(score[min(k, m) - 1]) if m else np.nan)
+    return np.asarray(out)
+
+
+def conformal_multiplier(true, mean, std, level: float) -> float:
+    """One split-conformal multiplier q (``mean +- q std`` covers ``level``), as used in training.
+
+    The std is floored at 1e-8; without any score the Gaussian multiplier is returned.
+    """
+    q = float(conformal_quantiles(true, mean, std, [level], min_std=1e-8)[0])
+    return gaussian_multiplier(level) if np.isnan(q) else q
 
 
 def spearman(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:

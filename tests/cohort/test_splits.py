@@ -8,8 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from rnafm.errors import InputError
-from rnafm.evaluate.splits import (
+from rnafm.cohort.splits import (
     Fold,
     check_folds,
     fold_indices,
@@ -17,6 +16,7 @@ from rnafm.evaluate.splits import (
     make_folds,
     save_folds,
 )
+from rnafm.errors import InputError
 
 
 def _patients(n: int = 37) -> tuple[list[str], list[str]]:

@@ -1,4 +1,4 @@
-"""Draws from a trained model, batched over slides and draws, and their summary statistics.
+"""Draws from a trained flow model, batched over slides and draws, and their summary statistics.
 
 The slide condition is encoded once per slide (and the null condition once per batch) and
 repeated for all draws; the solver then integrates every (slide, draw) row at once.
@@ -6,64 +6,17 @@ repeated for all draws; the solver then integrates every (slide, draw) row at on
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["OutputTransform", "draw_samples", "summarise", "autocast", "resolve_device"]
+from rnafm.flow.sampling import guided_velocity
+from rnafm.flow.solvers import integrate
+from rnafm.runtime import autocast
 
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU raises InputError."""
-    from rnafm.errors import InputError
-
-    name = getattr(device, "value", device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda was asked for but no CUDA GPU is visible; use auto or cpu.")
-    return torch.device(name)
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, nothing on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-@dataclass
-class OutputTransform:
-    """Map model space (flow output) to z-scores and log2(x+1).
-
-    ``z = prior + res_scale * x`` and ``log2 = mean + std * z``; without a prior, ``prior`` is
-    zero and ``res_scale`` one.
-    """
-
-    mean: np.ndarray  # float64 (G,) normalisation mean
-    std: np.ndarray  # float64 (G,) normalisation std
-    res_scale: np.ndarray  # float64 (G,)
-
-    def to_log2(
-        self, x: np.ndarray, prior_z: np.ndarray | None, *, blend: float = 1.0
-    ) -> np.ndarray:
-        """Model-space draws (n, S, G) and prior z (n, G) -> log2(x+1) draws (n, S, G).
-
-        With a prior, ``blend`` shrinks the flow's mean correction towards the prior (chosen
-        on validation): draws become ``prior + scale (blend mean_x + (x - mean_x))``, so their
-        spread is unchanged and their mean is ``prior + blend scale mean_x``.
-        """
-        if prior_z is not None and blend != 1.0:
-            mean_x = x.mean(axis=1, keepdims=True)  # (n, 1, G)
-            x = x + (blend - 1.0) * mean_x  # (n, S, G)
-        z = x * self.res_scale  # (n, S, G)
-        if prior_z is not None:
-            z = z + prior_z[:, None, :]  # (n, S, G)
-        return z * self.std + self.mean  # (n, S, G)
+__all__ = ["draw_samples", "summarise"]
 
 
 def _noise(
@@ -123,8 +76,6 @@ def draw_samples(
     np.ndarray
         float32 (n, draws, G) draws in model space.
     """
-    from rnafm.flow import guided_velocity, integrate
-
     model.eval()
     n = clusters.shape[0]
     per_batch = max(1, max_rows // draws)

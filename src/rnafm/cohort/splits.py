@@ -1,4 +1,5 @@
-"""Patient-level K-fold splits with a validation split inside every training fold.
+"""Patient-level splits: K-fold splits with a validation split inside every training fold
+(evaluation), and the single train/validation split of one training run.
 
 Every split is by patient: two slides of one patient never sit on both sides of a split. A fold
 holds three disjoint sets of patient ids, ``train`` (fit), ``val`` (early stopping, model
@@ -28,6 +29,7 @@ from rnafm._io import read_json, write_json
 from rnafm.errors import InputError
 
 __all__ = [
+    "split_patients",
     "Fold",
     "Stratify",
     "make_folds",
@@ -62,6 +64,24 @@ class Fold:
     def to_dict(self) -> dict:
         """Plain-JSON form."""
         return {"train": list(self.train), "val": list(self.val), "test": list(self.test)}
+
+
+def split_patients(
+    patient_ids: list[str], *, fraction: float, min_patients: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded patient-level split of slide indices into (train, val).
+
+    ``round(fraction * patients)`` patients (at least ``min_patients``) go to validation; with
+    fewer than ``2 * min_patients`` patients, or ``fraction`` 0, there is no validation split.
+    """
+    uniq = sorted(set(patient_ids))
+    n_val = max(int(round(fraction * len(uniq))), min_patients)
+    if fraction <= 0 or len(uniq) < 2 * min_patients:
+        return np.arange(len(patient_ids)), np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    val_patients = {uniq[i] for i in rng.permutation(len(uniq))[:n_val]}
+    is_val = np.asarray([p in val_patients for p in patient_ids])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
 def _patient_strata(patient_ids: Sequence[str], strata: Sequence[str] | None) -> dict[str, str]:

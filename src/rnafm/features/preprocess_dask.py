@@ -1,6 +1,6 @@
 """``rnafm preprocess`` on Dask: tiling and feature extraction, one task per slide.
 
-Each task tiles one slide (``rnafm.slides.cohort.tile_slide_job``) and, when that worked,
+Each task tiles one slide (``rnafm.slides.batch.tile_slide_job``) and, when that worked,
 encodes it (``rnafm.features.extract.extract_slide_job``); both skip finished work, lock the
 slide and write atomically, so tasks can be retried or re-run. The encoder is built once per
 worker process. Outcomes are merged into ``<out>/failures.json`` exactly like a local run, and a
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from rnafm.distributed.dask_runner import Scheduler, run_per_slide
+from rnafm.features.dask_runner import Scheduler, run_per_slide
 
 __all__ = ["preprocess_distributed", "preprocess_slide"]
 
@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 def _encoder(extraction_json: str) -> tuple[Any, Any]:
     """(bundle, device) for an ExtractConfig, built once per worker process."""
     from rnafm.features.encoders import build_encoder
-    from rnafm.features.extract import Device, ExtractConfig, resolve_device
+    from rnafm.features.extract import ExtractConfig
+    from rnafm.runtime import Device, resolve_device
 
     config = ExtractConfig.model_validate_json(extraction_json)
     bundle = build_encoder(config.encoder, weights=config.weights)
@@ -43,7 +44,7 @@ def preprocess_slide(slide: str, *, out: str, config: Any) -> tuple[Any, Any]:
     raise: its job has status ``failed`` with the reason (the runner records anything else).
     """
     from rnafm.features.extract import extract_slide_job
-    from rnafm.slides.cohort import tile_slide_job
+    from rnafm.slides.batch import tile_slide_job
     from rnafm.slides.jobs import JobStatus
     from rnafm.slides.tiling import tiles_path
 
@@ -80,7 +81,7 @@ def preprocess_distributed(
     config
         :class:`rnafm.features.preprocess.PreprocessConfig` (default settings when None).
     scheduler, n_workers, threads_per_worker, processes, retries, progress
-        As in :func:`rnafm.distributed.run_per_slide`.
+        As in :func:`rnafm.features.dask_runner.run_per_slide`.
 
     Returns
     -------

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from rnafm.distributed import ddp
 from rnafm.errors import InputError
+from rnafm.train import ddp
 
 PATIENTS = ["p0", "p0", "p1", "p2", "p2", "p2", "p3", "p4", "p4", "p1", "p5", "p6", "p6"]
 
@@ -153,10 +153,10 @@ def test_rank_seed_differs_per_rank() -> None:
 
 def test_flow_matching_step_equals_the_two_calls() -> None:
     pytest.importorskip("rnafm.model")
-    from rnafm.distributed import FlowMatchingStep
     from rnafm.flow import flow_matching_loss
     from rnafm.model import ModelConfig, build_model
     from rnafm.pathways import PathwayTokens
+    from rnafm.train.step import FlowMatchingStep
 
     tokens = PathwayTokens(
         genes=[f"G{i}" for i in range(11)],
