@@ -25,6 +25,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("flow",),
     ("train",),
     ("predict",),
+    ("maps",),  # spatial expression maps from a trained model
     ("evaluate",),
     ("synth",),  # synthetic data for tests, benchmarks and the demo
     ("report",),
