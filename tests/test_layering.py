@@ -23,7 +23,7 @@ STAGES: tuple[tuple[str, ...], ...] = (
     ("pathways",),
     ("model",),
     ("flow",),
-    ("train",),
+    ("training",),
     ("predict",),
     ("maps",),  # spatial expression maps from a trained model
     ("evaluate",),
@@ -126,14 +126,14 @@ def test_every_package_has_a_stage() -> None:
 @pytest.mark.parametrize(
     "source, expected",
     [
-        ("from rnafm.train.config import TrainConfig\n", ["rnafm.train.config"]),
+        ("from rnafm.training.config import TrainConfig\n", ["rnafm.training.config"]),
         ("def f():\n    from rnafm.predict import load_model\n", ["rnafm.predict"]),
         (
             "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import rnafm.report\n",
             ["rnafm.report"],
         ),
         ("import importlib\nimportlib.import_module('rnafm.cli.main')\n", ["rnafm.cli.main"]),
-        ("from rnafm import __version__, train\n", ["rnafm", "rnafm.train"]),
+        ("from rnafm import __version__, training\n", ["rnafm", "rnafm.training"]),
         ("from . import figures\n", ["rnafm.slides"]),
     ],
 )
@@ -146,7 +146,7 @@ def test_imports_are_found(tmp_path: Path, monkeypatch, source: str, expected: l
 
 def test_a_reverse_import_is_reported(monkeypatch) -> None:
     fake = SRC / "model" / "network.py"
-    src = "def f():\n    from rnafm.train.loop import fit\n"
+    src = "def f():\n    from rnafm.training.loop import fit\n"
     monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: src)
     (bad,) = violations(fake)
-    assert "rnafm.train.loop" in bad and "stage model" in bad
+    assert "rnafm.training.loop" in bad and "stage model" in bad

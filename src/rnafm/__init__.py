@@ -1,6 +1,8 @@
 """rnafm: predict bulk RNA-seq from H&E whole-slide images with pathway-aware flow matching.
 
 The public API is imported lazily: ``import rnafm`` loads no heavy library.
+``rnafm.train`` is the function :func:`rnafm.training.api.train` (the training stage is the
+package :mod:`rnafm.training`).
 
 >>> import rnafm
 >>> rnafm.__version__
@@ -9,8 +11,7 @@ The public API is imported lazily: ``import rnafm`` loads no heavy library.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rnafm._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -25,20 +26,16 @@ __all__ = [
 ]
 
 _WHERE = {
-    "fit": "rnafm.train.loop",
-    "TrainConfig": "rnafm.train.config",
+    "train": "rnafm.training.api",
+    "fit": "rnafm.training.loop",
+    "TrainConfig": "rnafm.training.config",
     "load_model": "rnafm.predict.predictor",
     "Predictor": "rnafm.predict.predictor",
     "PredictionArrays": "rnafm.predict.predictor",
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name == "train":  # the callable rnafm.train package (see its docstring)
-        return importlib.import_module("rnafm.train")
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'rnafm' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _WHERE)[0]
 
 
 def __dir__() -> list[str]:

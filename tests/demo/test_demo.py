@@ -67,7 +67,7 @@ def _per_gene(cv: Path, model: str) -> pd.Series:
 def test_quick_demo_acceptance(tmp_path):
     """`rnafm demo --quick` through the entry point: RNA-FM beats ridge, its 90% intervals are
     calibrated, and the report is written."""
-    _need_stages("rnafm.train", "rnafm.predict")
+    _need_stages("rnafm.training", "rnafm.predict")
     out = tmp_path / "demo"
     res = subprocess.run(_rnafm() + ["demo", "--quick", "--out", str(out)], capture_output=True,
                          text=True, timeout=900)  # fmt: skip

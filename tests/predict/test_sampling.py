@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rnafm.flow.draws import _noise, summarise
-from rnafm.train.targets import OutputTransform
+from rnafm.training.targets import OutputTransform
 
 
 def test_antithetic_noise_pairs():

@@ -109,7 +109,7 @@ def _write_checkpoint(tmp: Path, *, state: dict, rank: int) -> None:
 
 
 def main() -> None:
-    from rnafm.train import ddp
+    from rnafm.training import ddp
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
@@ -184,7 +184,7 @@ def _flow_training(ctx, ddp, out: Path) -> dict[str, object] | None:  # noqa: AN
     built = _rnafm_case(torch.Generator().manual_seed(7))
     if built is None:
         return None
-    from rnafm.train.step import FlowMatchingStep
+    from rnafm.training.step import FlowMatchingStep
 
     model = built[0].model
     model.config = model.config.model_copy(update={"cond_dropout": 0.3})

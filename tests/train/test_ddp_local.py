@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from rnafm.errors import InputError
-from rnafm.train import ddp
+from rnafm.training import ddp
 
 PATIENTS = ["p0", "p0", "p1", "p2", "p2", "p2", "p3", "p4", "p4", "p1", "p5", "p6", "p6"]
 
@@ -156,7 +156,7 @@ def test_flow_matching_step_equals_the_two_calls() -> None:
     from rnafm.flow import flow_matching_loss
     from rnafm.model import ModelConfig, build_model
     from rnafm.pathways import PathwayTokens
-    from rnafm.train.step import FlowMatchingStep
+    from rnafm.training.step import FlowMatchingStep
 
     tokens = PathwayTokens(
         genes=[f"G{i}" for i in range(11)],

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from rnafm.errors import InputError
-from rnafm.train.config import TrainConfig, apply_overrides
-from rnafm.train.presets import PRESETS, preset_overrides
+from rnafm.training.config import TrainConfig, apply_overrides
+from rnafm.training.presets import PRESETS, preset_overrides
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -34,7 +34,7 @@ def test_cli_options_win_over_the_preset(monkeypatch: pytest.MonkeyPatch, tmp_pa
     """`--preset published --set optim.lr=0.01`: the preset applies, the explicit option wins."""
     from click.testing import CliRunner
 
-    import rnafm.train.api as api
+    import rnafm.training.api as api
     from rnafm.cli.main import cli
 
     seen: dict = {}

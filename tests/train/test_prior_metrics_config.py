@@ -7,8 +7,8 @@ import pytest
 
 from rnafm.errors import InputError
 from rnafm.metrics import conformal_multiplier, coverage, mean_pcc, per_gene_pcc
-from rnafm.train.config import TrainConfig, apply_overrides
-from rnafm.train.prior import cross_fit_ridge, fit_ridge, pool_clusters
+from rnafm.training.config import TrainConfig, apply_overrides
+from rnafm.training.prior import cross_fit_ridge, fit_ridge, pool_clusters
 
 
 def _brute_ridge(x, y, alpha):
@@ -63,7 +63,7 @@ def test_cross_fit_is_out_of_fold_by_patient():
 
 
 def test_kernel_ridge_matches_direct_dual_solution_and_roundtrips(tmp_path):
-    from rnafm.train.prior import RidgePrior, _rbf, median_gamma
+    from rnafm.training.prior import RidgePrior, _rbf, median_gamma
 
     rng = np.random.default_rng(5)
     n, d, g = 17, 3, 4

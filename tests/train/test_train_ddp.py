@@ -92,7 +92,7 @@ def test_torchrun_train_writes_one_complete_run(ddp_run) -> None:
     import torch
 
     import rnafm
-    from rnafm.train.run import REQUIRED, read_history
+    from rnafm.training.run import REQUIRED, read_history
 
     root, out, stdout = ddp_run
     assert stdout.count("run written to") == 1  # rank 1 prints nothing
@@ -115,7 +115,7 @@ def test_torchrun_train_writes_one_complete_run(ddp_run) -> None:
 def test_torchrun_resume_and_predict(ddp_run, tmp_path: Path) -> None:
     import torch
 
-    from rnafm.train.run import read_history
+    from rnafm.training.run import read_history
 
     root, out, _ = ddp_run
     first = read_history(out)[0]

@@ -9,8 +9,8 @@ import pytest
 
 import rnafm
 from rnafm.errors import IncompatibleRunError, InputError
-from rnafm.train import loop as loop_module
-from rnafm.train.run import REQUIRED, read_history
+from rnafm.training import loop as loop_module
+from rnafm.training.run import REQUIRED, read_history
 
 
 @pytest.fixture

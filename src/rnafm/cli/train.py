@@ -11,7 +11,7 @@ import click
 
 from rnafm.cohort.reference import ExpressionScale
 from rnafm.runtime import Device
-from rnafm.train.options import PriorKind
+from rnafm.training.options import PriorKind
 
 
 def _values(enum) -> list[str]:
@@ -37,7 +37,7 @@ def _parse_sets(items: tuple[str, ...]) -> dict[str, Any]:
 def _read_config(path: Path | None):
     """A TrainConfig from a JSON file: a (partial) TrainConfig or a run's config.json."""
     from rnafm.errors import InputError
-    from rnafm.train.config import TrainConfig
+    from rnafm.training.config import TrainConfig
 
     if path is None:
         return None
@@ -132,8 +132,8 @@ def train_cmd(
 ) -> None:
     """Train a model: reference + features + gene sets -> run directory."""
     from rnafm._io import read_json
-    from rnafm.train.api import train
-    from rnafm.train.presets import preset_overrides
+    from rnafm.training.api import train
+    from rnafm.training.presets import preset_overrides
 
     options = {
         "expression_scale": expression_scale,

@@ -40,13 +40,13 @@ class Predictor:
     tokens
         The pathway tokens of the model.
     config
-        The :class:`rnafm.train.TrainConfig` of the run.
+        The :class:`rnafm.training.TrainConfig` of the run.
     calibration
         Contents of ``calibration.json`` (level and interval multiplier).
     """
 
     def __init__(self, run_dir: Path, *, device: str = "auto") -> None:
-        from rnafm.train.run import CALIBRATION, GENES, TOKENS, WEIGHTS, check_run
+        from rnafm.training.run import CALIBRATION, GENES, TOKENS, WEIGHTS, check_run
 
         self.run_dir = Path(run_dir)
         meta = check_run(self.run_dir)  # before importing torch: bad runs fail fast
@@ -56,8 +56,8 @@ class Predictor:
         from rnafm.model import build_model
         from rnafm.pathways import PathwayTokens
         from rnafm.runtime import resolve_device
-        from rnafm.train.config import TrainConfig
-        from rnafm.train.targets import load_targets
+        from rnafm.training.config import TrainConfig
+        from rnafm.training.targets import load_targets
 
         try:
             self.config = TrainConfig.model_validate(meta["config"])

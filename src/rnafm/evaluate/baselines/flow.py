@@ -33,8 +33,8 @@ class FlowConfig(BaseModel):
     keep_draws: bool = Field(True, description="Keep the draws (CRPS from draws, saved files).")
     train: dict[str, Any] = Field(
         default_factory=dict,
-        description="Overrides of rnafm.train.TrainConfig, e.g. {'optim.epochs': 20, "
-        "'gene_sets': 'hallmark'} (keys as rnafm.train.config.apply_overrides).",
+        description="Overrides of rnafm.training.TrainConfig, e.g. {'optim.epochs': 20, "
+        "'gene_sets': 'hallmark'} (keys as rnafm.training.config.apply_overrides).",
     )
 
 
@@ -52,7 +52,7 @@ class FlowRegressor:
         """Select pathway tokens on the training genes and train a run directory in ``out``."""
         import rnafm
         from rnafm.pathways import load_gene_sets, select_tokens
-        from rnafm.train.config import TrainConfig, apply_overrides
+        from rnafm.training.config import TrainConfig, apply_overrides
 
         config = apply_overrides(TrainConfig(), {"seed": int(seed), **self.config.train})
         tokens = select_tokens(train.genes, load_gene_sets(config.gene_sets), config.tokens)

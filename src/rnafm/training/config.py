@@ -13,7 +13,7 @@ from rnafm.features.clusters import ClusterConfig
 from rnafm.flow import SamplerConfig
 from rnafm.model.config import ModelConfig
 from rnafm.pathways import TokenConfig
-from rnafm.train.options import CalibrationMethod, Device, PriorKind, Schedule
+from rnafm.training.options import CalibrationMethod, Device, PriorKind, Schedule
 
 __all__ = [
     "Device",

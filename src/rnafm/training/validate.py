@@ -6,8 +6,8 @@ import numpy as np
 
 from rnafm.flow.draws import draw_samples, summarise
 from rnafm.metrics import conformal_multiplier, coverage, gaussian_multiplier, mean_pcc
-from rnafm.train.config import CalibrationMethod, TrainConfig
-from rnafm.train.targets import Targets
+from rnafm.training.config import CalibrationMethod, TrainConfig
+from rnafm.training.targets import Targets
 
 __all__ = ["Validator", "uncalibrated"]
 

@@ -12,7 +12,7 @@ from torch.utils.data import Sampler
 from rnafm.errors import InputError
 
 if TYPE_CHECKING:
-    from rnafm.train.ddp import DistContext
+    from rnafm.training.ddp import DistContext
 
 __all__ = ["PatientDistributedSampler"]
 

@@ -22,9 +22,9 @@ import torch
 from rnafm._io import atomic_path, write_json
 from rnafm.errors import InputError
 from rnafm.runtime import autocast, resolve_device
-from rnafm.train import ddp
-from rnafm.train.config import Schedule, TrainConfig
-from rnafm.train.run import (
+from rnafm.training import ddp
+from rnafm.training.config import Schedule, TrainConfig
+from rnafm.training.run import (
     CALIBRATION,
     CHECKPOINT,
     GENES,
@@ -36,8 +36,8 @@ from rnafm.train.run import (
     truncate_history,
     write_config,
 )
-from rnafm.train.targets import aligned_expression, prepare_targets
-from rnafm.train.validate import Validator, uncalibrated
+from rnafm.training.targets import aligned_expression, prepare_targets
+from rnafm.training.validate import Validator, uncalibrated
 
 __all__ = ["fit"]
 
@@ -246,7 +246,7 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
         The run directory.
     """
     from rnafm.model import build_model
-    from rnafm.train.step import FlowMatchingStep
+    from rnafm.training.step import FlowMatchingStep
 
     ctx = process_context(config)
     ddp.quiet_non_main(ctx)
@@ -421,7 +421,7 @@ def _run_loop(
 
 def _refit_prior(out: Path, targets, train, y_tr, validator: Validator, config) -> None:
     """Refit the ridge prior on training + validation slides and save it (prior.npz)."""
-    from rnafm.train.prior import pool_clusters, refit_ridge
+    from rnafm.training.prior import pool_clusters, refit_ridge
 
     val = validator.val
     x = pool_clusters(

@@ -11,7 +11,7 @@ from typing import Any
 from rnafm._io import write_json
 from rnafm.cohort.splits import split_patients
 from rnafm.errors import InputError
-from rnafm.train.config import TrainConfig, apply_overrides
+from rnafm.training.config import TrainConfig, apply_overrides
 
 __all__ = ["train"]
 
@@ -62,8 +62,8 @@ def train(
     """
     import torch.distributed as dist
 
-    from rnafm.train import ddp
-    from rnafm.train.loop import process_context
+    from rnafm.training import ddp
+    from rnafm.training.loop import process_context
 
     t_start = time.monotonic()
     cfg = apply_overrides(config or TrainConfig(), {"gene_sets": str(gene_sets), **overrides})
@@ -81,8 +81,8 @@ def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float
     from rnafm.cohort.dataset import load_cohort_data
     from rnafm.cohort.reference import load_reference
     from rnafm.pathways import load_gene_sets, select_tokens
-    from rnafm.train import ddp
-    from rnafm.train.loop import fit
+    from rnafm.training import ddp
+    from rnafm.training.loop import fit
 
     ddp.quiet_non_main(ctx)
     ref = load_reference(reference, scale=cfg.expression_scale)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from rnafm.errors import InputError
-from rnafm.train.config import PriorKind, TrainConfig
-from rnafm.train.prior import RidgePrior, cross_fit_ridge, pool_clusters
-from rnafm.train.run import NORMALISATION, PRIOR, Normalisation
+from rnafm.training.config import PriorKind, TrainConfig
+from rnafm.training.prior import RidgePrior, cross_fit_ridge, pool_clusters
+from rnafm.training.run import NORMALISATION, PRIOR, Normalisation
 
 __all__ = ["OutputTransform", "Targets", "aligned_expression", "prepare_targets", "load_targets"]
 

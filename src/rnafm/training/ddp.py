@@ -44,7 +44,7 @@ from torch import nn
 
 from rnafm._io import atomic_path
 from rnafm.errors import InputError
-from rnafm.train.ddp_sampler import PatientDistributedSampler
+from rnafm.training.ddp_sampler import PatientDistributedSampler
 
 __all__ = [
     "Backend",
