@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from rnafm.flow.options import Solver
 from rnafm.runtime import Device
 
 
@@ -57,7 +58,12 @@ from rnafm.runtime import Device
 )
 @click.option("--steps", type=int, default=None, help="Solver steps (default: the run's).")
 @click.option("--guidance", type=float, default=None, help="Guidance scale (default: the run's).")
-@click.option("--solver", default=None, help="euler, heun, midpoint or dopri5 (default: run's).")
+@click.option(
+    "--solver",
+    type=click.Choice([s.value for s in Solver]),
+    default=None,
+    help="ODE solver (default: the run's).",
+)
 @click.option(
     "--level",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),

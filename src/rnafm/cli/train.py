@@ -12,6 +12,7 @@ import click
 from rnafm.cohort.reference import ExpressionScale
 from rnafm.runtime import Device
 from rnafm.training.options import PriorKind
+from rnafm.training.presets import PRESETS
 
 
 def _values(enum) -> list[str]:
@@ -103,6 +104,7 @@ def _read_config(path: Path | None):
 @click.option("--resume/--no-resume", default=None, help="Resume from a checkpoint [default: on].")
 @click.option(
     "--preset",
+    type=click.Choice(["none", *sorted(PRESETS)]),
     default=None,
     help="Named set of overrides applied before --set: 'published' (the published RNA-FM "
     "recipe, for comparison) or 'published-cpu' (that recipe at the CPU model size).",

@@ -1,10 +1,12 @@
-"""Flow matching: linear path, objective, ODE solvers, guided sampling and batched draws."""
+"""Flow matching: linear path, objective, ODE solvers, guided sampling and batched draws.
 
-from rnafm.flow.draws import draw_samples, summarise
-from rnafm.flow.objective import flow_matching_loss
-from rnafm.flow.path import LinearPath
-from rnafm.flow.sampling import SamplerConfig, guided_velocity, sample
-from rnafm.flow.solvers import SOLVERS, Solver, integrate
+Names are imported lazily; importing this package does no work (``rnafm.flow.options`` holds
+the torch-free solver enum).
+"""
+
+from __future__ import annotations
+
+from rnafm._lazy import lazy_exports
 
 __all__ = [
     "SOLVERS",
@@ -18,3 +20,19 @@ __all__ = [
     "sample",
     "summarise",
 ]
+
+_WHERE = {
+    "SOLVERS": "solvers",
+    "LinearPath": "path",
+    "SamplerConfig": "sampling",
+    "Solver": "options",
+    "draw_samples": "draws",
+    "flow_matching_loss": "objective",
+    "guided_velocity": "sampling",
+    "integrate": "solvers",
+    "sample": "sampling",
+    "summarise": "draws",
+}
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -6,7 +6,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from rnafm.flow.solvers import Solver, VelocityFn, integrate
+from rnafm.flow.options import Solver
+from rnafm.flow.solvers import VelocityFn, integrate
 from rnafm.model.condition import Condition
 
 __all__ = ["SamplerConfig", "guided_velocity", "sample"]

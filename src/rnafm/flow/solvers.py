@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 
 import torch
 from torch import Tensor
 
+from rnafm.flow.options import Solver
+
 __all__ = ["SOLVERS", "Solver", "VelocityFn", "integrate"]
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (t scalar tensor, x (B, G)) -> (B, G)
-
-
-class Solver(str, Enum):
-    """ODE solver for sampling."""
-
-    EULER = "euler"
-    HEUN = "heun"
-    MIDPOINT = "midpoint"
-    DOPRI5 = "dopri5"
 
 
 def _grid(x: Tensor, steps: int) -> Tensor:
