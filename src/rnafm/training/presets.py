@@ -8,18 +8,18 @@ after it win.
 its source:
 
 - ``prior.kind = none``: the paper's flow models the z-scored expression itself; there is no
-  ridge prior and no residual (issue 2, "the published model trained with its published
-  recipe"; README "Training and prediction", "`--prior none` gives the paper's set-up").
+  ridge prior and no residual (README "Training and prediction", "`--prior none` gives the
+  paper's set-up").
 - ``optim.lr = 1e-4``: the published learning rate (README "Training and prediction", "The published lr 1e-4").
 - ``optim.patience = 3``: the published early stopping waits 3 validations.
 - ``validation.draws = 1`` and ``antithetic = false``: the published early stopping scores ONE
   sampled draw per validation slide (no multi-draw mean, no antithetic pairs), so the selection
   metric carries the sampling noise of a single draw.
 - ``sampler.solver = euler``, ``sampler.steps = 20``, ``sampler.guidance = 2.0``: the published
-  sampler (issue 2: "20 Euler steps, guidance 2.0"); ``SamplerConfig``'s own defaults are the
+  sampler (20 Euler steps, guidance 2.0); ``SamplerConfig``'s own defaults are the
   same, ``TrainConfig`` overrides them with 10 steps and w = 1.
 - ``model.depth = 7``, ``model.hidden = 256``, ``model.heads = 8``, ``model.image_heads = 8``:
-  the published network size (issue 2: "depth 7, hidden 256, 8 heads"; ``model_preset("paper")``).
+  the published network size (depth 7, hidden 256, 8 heads; ``model_preset("paper")``).
   On 2 CPU cores within the default 6-minute budget this size gets far fewer optimisation steps
   than our default (depth 2, hidden 128); pass ``model.depth`` / ``model.hidden`` after the preset
   to trade size for steps.
