@@ -1,17 +1,22 @@
 """Registry of the models ``rnafm cv --model NAME`` trains on identical folds and features.
 
 ``build_regressor(name, config)`` returns an object with ``fit(train, val, *, seed, out)`` and
-``predict(data) -> Predictions``. Builders are looked up lazily so that, e.g., the ridge baseline
-never imports torch and the flow model is only imported when asked for.
+``predict(data) -> Predictions``. The registry maps each :class:`ModelName` to its class, its
+pydantic config class and, for the neural baselines, the architecture it is built with.
 """
 
 from __future__ import annotations
 
-import importlib
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from pydantic import BaseModel
+
 from rnafm.evaluate.baselines.base import Predictions, Regressor, pooled_features
+from rnafm.evaluate.baselines.flow import FlowConfig, FlowRegressor
+from rnafm.evaluate.baselines.simple import MeanRegressor, RidgeConfig, RidgeRegressor
+from rnafm.evaluate.baselines.torch_models import Architecture, NetConfig, TorchRegressor
 
 __all__ = ["ModelName", "Predictions", "Regressor", "build_regressor", "pooled_features"]
 
@@ -27,22 +32,26 @@ class ModelName(str, Enum):
     RNAFM = "rnafm"
 
 
-# name -> (module, class, config class or None, architecture argument or None)
-_REGISTRY: dict[ModelName, tuple[str, str, str | None, str | None]] = {
-    ModelName.MEAN: ("simple", "MeanRegressor", None, None),
-    ModelName.RIDGE: ("simple", "RidgeRegressor", "RidgeConfig", None),
-    ModelName.HE2RNA: ("torch_models", "TorchRegressor", "NetConfig", "he2rna"),
-    ModelName.TRNASFORMER: ("torch_models", "TorchRegressor", "NetConfig", "trnasformer"),
-    ModelName.SEQUOIA: ("torch_models", "TorchRegressor", "NetConfig", "sequoia"),
-    ModelName.RNAFM: ("flow", "FlowRegressor", "FlowConfig", None),
+@dataclass(frozen=True)
+class _Entry:
+    cls: type
+    config: type[BaseModel] | None = None  # None: the model takes no options
+    arch: Architecture | None = None  # first constructor argument of the neural baselines
+
+
+_REGISTRY: dict[ModelName, _Entry] = {
+    ModelName.MEAN: _Entry(MeanRegressor),
+    ModelName.RIDGE: _Entry(RidgeRegressor, RidgeConfig),
+    ModelName.HE2RNA: _Entry(TorchRegressor, NetConfig, Architecture.HE2RNA),
+    ModelName.TRNASFORMER: _Entry(TorchRegressor, NetConfig, Architecture.TRNASFORMER),
+    ModelName.SEQUOIA: _Entry(TorchRegressor, NetConfig, Architecture.SEQUOIA),
+    ModelName.RNAFM: _Entry(FlowRegressor, FlowConfig),
 }
 
 
-def config_class(name: ModelName | str) -> type | None:
+def config_class(name: ModelName | str) -> type[BaseModel] | None:
     """The pydantic config class of a registered model (None when it has no options)."""
-    module, _, cfg, _ = _REGISTRY[ModelName(name)]
-    mod = importlib.import_module(f"rnafm.evaluate.baselines.{module}")
-    return getattr(mod, cfg) if cfg else None
+    return _REGISTRY[ModelName(name)].config
 
 
 def build_regressor(name: ModelName | str, config: dict[str, Any] | None = None) -> Regressor:
@@ -56,12 +65,10 @@ def build_regressor(name: ModelName | str, config: dict[str, Any] | None = None)
         Options validated by the model's config class (e.g. ``{"max_epochs": 20}``).
     """
     name = ModelName(name)
-    module, cls_name, cfg_name, arch = _REGISTRY[name]
-    mod = importlib.import_module(f"rnafm.evaluate.baselines.{module}")
-    cls = getattr(mod, cls_name)
-    args: list[Any] = [arch] if arch else []
-    if cfg_name:
-        args.append(getattr(mod, cfg_name)(**(config or {})))
+    entry = _REGISTRY[name]
+    args: list[Any] = [entry.arch] if entry.arch else []
+    if entry.config is not None:
+        args.append(entry.config(**(config or {})))
     elif config:
         raise ValueError(f"model {name.value!r} takes no options, got {sorted(config)}")
-    return cls(*args)
+    return entry.cls(*args)
