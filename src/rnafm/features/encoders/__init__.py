@@ -1,7 +1,8 @@
 """Patch encoder registry.
 
-Each builder is registered with :func:`register_encoder` in its own module and returns an
-:class:`EncoderBundle` ``(model, transform, precision, encoder_id)``:
+Each :class:`EncoderName` maps to one builder (``_builders``, imported on first use so that
+parsing a name loads no torch); a builder returns an :class:`EncoderBundle`
+``(model, transform, precision, encoder_id)``:
 
 - ``model``: a ``torch.nn.Module`` mapping a batch from ``transform`` to float features ``(B, D)``;
 - ``transform``: per tile, uint8 ``(H, W, 3)`` numpy array -> tensor (runs in DataLoader workers);
@@ -14,16 +15,14 @@ Names: ``builtin`` (weight-free morphology descriptor), ``uni``, ``resnet50`` an
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
-from typing import Any, NamedTuple
+
+from rnafm.features.encoders.base import EncoderBundle, EncoderName
 
 __all__ = [
     "EncoderName",
     "EncoderBundle",
-    "register_encoder",
     "build_encoder",
     "list_encoders",
     "parse_encoder",
@@ -31,48 +30,24 @@ __all__ = [
 ]
 
 
-class EncoderName(str, Enum):
-    """Registered encoders (``timm:<name>`` takes any timm model name as well)."""
-
-    BUILTIN = "builtin"
-    UNI = "uni"
-    RESNET50 = "resnet50"
-    TIMM = "timm"
-
-
-class EncoderBundle(NamedTuple):
-    """What an encoder builder returns."""
-
-    model: Any  # torch.nn.Module: transform batch -> (B, D)
-    transform: Callable[[Any], Any]  # uint8 (H, W, 3) ndarray -> tensor
-    precision: Any  # torch.dtype for CUDA autocast
-    encoder_id: str
-
-
 Builder = Callable[..., EncoderBundle]
-_REGISTRY: dict[str, Builder] = {}
-_MODULES = ("rnafm.features.encoders.builtin", "rnafm.features.encoders.torch_encoders")
 
 
-def register_encoder(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering a builder ``f(*, weights, arch) -> EncoderBundle`` under ``name``."""
+def _builders() -> dict[EncoderName, Builder]:
+    """Encoder name -> builder ``f(*, weights, arch) -> EncoderBundle``."""
+    from rnafm.features.encoders import builtin, torch_encoders
 
-    def deco(fn: Builder) -> Builder:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def _load_registry() -> dict[str, Builder]:
-    for mod in _MODULES:
-        importlib.import_module(mod)
-    return _REGISTRY
+    return {
+        EncoderName.BUILTIN: builtin.build_builtin,
+        EncoderName.UNI: torch_encoders.build_uni,
+        EncoderName.RESNET50: torch_encoders.build_resnet50,
+        EncoderName.TIMM: torch_encoders.build_timm,
+    }
 
 
 def list_encoders() -> list[str]:
     """Registered encoder names (``timm`` stands for ``timm:<name>``)."""
-    return sorted(_load_registry())
+    return sorted(e.value for e in EncoderName)
 
 
 def parse_encoder(spec: str) -> tuple[str, str | None]:
@@ -114,5 +89,5 @@ def build_encoder(spec: str, *, weights: str | Path | None = None) -> EncoderBun
         Local weights file or folder (required by every encoder except ``builtin``).
     """
     name, arch = parse_encoder(spec)
-    builder = _load_registry()[name]
+    builder = _builders()[EncoderName(name)]
     return builder(weights=None if weights is None else Path(weights), arch=arch)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from rnafm.features.encoders import EncoderBundle, register_encoder
+from rnafm.features.encoders.base import EncoderBundle
 
 __all__ = ["BuiltinEncoder", "FEATURE_NAMES", "builtin_features", "builtin_transform", "TILE_SIZE"]
 
@@ -223,7 +223,6 @@ class BuiltinEncoder(torch.nn.Module):
         return torch.from_numpy(feats).to(x.device)
 
 
-@register_encoder("builtin")
 def build_builtin(*, weights: object = None, arch: str | None = None) -> EncoderBundle:
     """The weight-free morphology descriptor (``weights`` is ignored)."""
     return EncoderBundle(BuiltinEncoder(), builtin_transform, torch.float32, "builtin-v1")

@@ -17,7 +17,7 @@ from torch import nn
 
 from rnafm._io import file_digest
 from rnafm.errors import InputError
-from rnafm.features.encoders import EncoderBundle, register_encoder
+from rnafm.features.encoders.base import EncoderBundle
 
 __all__ = ["TileTransform", "ResNet50Trunk", "load_state_dict", "UNI_ARCH"]
 
@@ -150,7 +150,6 @@ class ResNet50Trunk(nn.Module):
         return x.mean(dim=(2, 3))  # (B, 1024)
 
 
-@register_encoder("resnet50")
 def build_resnet50(*, weights: Path | None, arch: str | None = None) -> EncoderBundle:
     """CLAM's ResNet-50 trunk (1024-d) from a torchvision ResNet-50 state dict."""
     path = _weights_file(weights, "resnet50")
@@ -170,7 +169,6 @@ def _timm() -> Any:
     return timm
 
 
-@register_encoder("uni")
 def build_uni(*, weights: Path | None, arch: str | None = None) -> EncoderBundle:
     """UNI (ViT-L/16, 1024-d) from MahmoodLab's ``pytorch_model.bin``."""
     path = _weights_file(weights, "uni")
@@ -183,7 +181,6 @@ def build_uni(*, weights: Path | None, arch: str | None = None) -> EncoderBundle
     )  # fmt: skip
 
 
-@register_encoder("timm")
 def build_timm(*, weights: Path | None, arch: str | None = None) -> EncoderBundle:
     """Any timm model (``timm:<name>``) without its classifier, from a local state dict."""
     timm = _timm()
