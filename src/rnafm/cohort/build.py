@@ -265,7 +265,6 @@ def build_cohort(
         Unreadable or wrong-format inputs, a value column that does not exist, no slide matched,
         ambiguous or mixed expression scales, no gene left after filtering.
     """
-    from rnafm import __version__
     from rnafm._io import write_json
 
     try:
@@ -281,6 +280,45 @@ def build_cohort(
         layer=layer,
     )
     slide_ids = list_slides(slides)
+    m = _match_slides(mat, slide_ids, cfg)
+    raw_groups, scale = _raw_profiles(mat, m, cfg, expression)  # (S, G) raw counts per sample
+    keep, gene_report = _filter_genes(raw_groups, mat.genes, mat.gene_types, cfg)
+    gene_report["duplicate_symbols_summed"] = mat.n_duplicate_symbols
+    ref = _reference(mat, m, raw_groups, keep, out)
+    inputs = {
+        "expression": str(expression),
+        "slides": str(slides) if not isinstance(slides, list) else f"{len(slides)} names",
+        "sample_sheet": None if sample_sheet is None else str(sample_sheet),
+        "config": cfg.model_dump(mode="json"),
+    }
+    summary = _summary(inputs, mat, m, ref, scale, gene_report, n_slides=len(slide_ids))
+    logger.info(
+        "%d of %d slides matched (%d patients), %d genes",
+        len(m.matched),
+        len(slide_ids),
+        summary["n_patients"],
+        len(ref.genes),
+    )
+    if out is not None:
+        write_reference(out, ref, raw=True)
+        write_json(summary_path(out), summary)
+    return CohortResult(reference=ref, summary=summary)
+
+
+@dataclass
+class _Matching:
+    """Slides matched to expression samples."""
+
+    matched: list[tuple[str, str, Any]]  # (slide id, patient id, sample key)
+    unmatched: list[str]  # slides without expression
+    groups: dict[Any, list[int]]  # sample key -> expression profile rows
+    excluded: Any  # samples left out by sample type
+    used_keys: list[Any]  # sample keys of the matched slides, first-seen order
+    averaged: dict[str, list[str]]  # sample -> its profiles' sources, when several
+
+
+def _match_slides(mat: ExpressionMatrix, slide_ids: list[str], cfg: CohortConfig) -> _Matching:
+    """Group profiles by sample and match the slides to them; at least one slide must match."""
     groups, excluded = _group_samples(mat, cfg.sample_types)
     matched, unmatched = _match(slide_ids, groups, cfg.sample_types)
     if not matched:
@@ -290,67 +328,78 @@ def build_cohort(
             "patient and sample type; for GDC downloads pass --sample-sheet (file names carry no barcode)."
         )
     used_keys = list(dict.fromkeys(k for _, _, k in matched))
-    raw_groups = np.stack([mat.values[groups[k]].mean(axis=0) for k in used_keys])  # (S, G)
     averaged = {
         _key_name(k): [mat.sources[i] for i in groups[k]] for k in used_keys if len(groups[k]) > 1
     }
-    for name, srcs in averaged.items():
+    return _Matching(matched, unmatched, groups, excluded, used_keys, averaged)
+
+
+def _raw_profiles(
+    mat: ExpressionMatrix, m: _Matching, cfg: CohortConfig, expression
+) -> tuple[np.ndarray, ExpressionScale]:
+    """Raw-count profile of every used sample (profiles of one sample averaged) and the scale."""
+    raw_groups = np.stack([mat.values[m.groups[k]].mean(axis=0) for k in m.used_keys])  # (S, G)
+    for name, srcs in m.averaged.items():
         logger.warning("sample %s has %d expression profiles; averaged", name, len(srcs))
     if mat.is_raw:
-        scale = ExpressionScale.RAW
-    else:
-        scale = resolve_scale(raw_groups, cfg.expression_scale, source=str(expression))
-        if scale is ExpressionScale.LOG2:
-            raw_groups = np.maximum(np.exp2(raw_groups) - 1.0, 0.0)
-    keep, gene_report = _filter_genes(raw_groups, mat.genes, mat.gene_types, cfg)
-    gene_report["duplicate_symbols_summed"] = mat.n_duplicate_symbols
+        return raw_groups, ExpressionScale.RAW
+    scale = resolve_scale(raw_groups, cfg.expression_scale, source=str(expression))
+    if scale is ExpressionScale.LOG2:
+        raw_groups = np.maximum(np.exp2(raw_groups) - 1.0, 0.0)  # (S, G)
+    return raw_groups, scale
+
+
+def _reference(mat: ExpressionMatrix, m: _Matching, raw_groups, keep, out) -> Reference:
+    """The reference of the matched slides: log2(x+1) of the kept genes."""
     genes = [g for g, k in zip(mat.genes, keep, strict=True) if k]
-    pos = {k: i for i, k in enumerate(used_keys)}
-    rows = np.array([pos[k] for _, _, k in matched], dtype=np.int64)
+    pos = {k: i for i, k in enumerate(m.used_keys)}
+    rows = np.array([pos[k] for _, _, k in m.matched], dtype=np.int64)
     values = np.log2(raw_groups[:, keep][rows] + 1.0).astype(np.float32)  # (n_slides, G)
     projects = None
     if mat.projects is not None:
         proj = {
-            k: next((mat.projects[i] for i in groups[k] if mat.projects[i]), "") for k in used_keys
+            k: next((mat.projects[i] for i in m.groups[k] if mat.projects[i]), "")
+            for k in m.used_keys
         }
-        projects = [proj[k] or "" for _, _, k in matched]
-    ref = Reference(
-        slide_ids=[s for s, _, _ in matched],
-        patient_ids=[p for _, p, _ in matched],
+        projects = [proj[k] or "" for _, _, k in m.matched]
+    return Reference(
+        slide_ids=[s for s, _, _ in m.matched],
+        patient_ids=[p for _, p, _ in m.matched],
         projects=projects,
         genes=genes,
         values=values,
         source=Path(out) if out is not None else None,
     )
-    matched_keys = set(used_keys)
-    summary: dict[str, Any] = {
+
+
+def _summary(
+    inputs: dict[str, Any],
+    mat: ExpressionMatrix,
+    m: _Matching,
+    ref: Reference,
+    scale: ExpressionScale,
+    gene_report: dict[str, Any],
+    *,
+    n_slides: int,
+) -> dict[str, Any]:
+    """Contents of ``<out stem>.summary.json``."""
+    from rnafm import __version__
+
+    matched_keys = set(m.used_keys)
+    return {
         "rnafm_version": __version__,
-        "inputs": {
-            "expression": str(expression),
-            "slides": str(slides) if not isinstance(slides, list) else f"{len(slides)} names",
-            "sample_sheet": None if sample_sheet is None else str(sample_sheet),
-            "config": cfg.model_dump(mode="json"),
-        },
+        "inputs": inputs,
         "expression_scale": scale.value,
-        "n_slides": len(slide_ids),
-        "n_slides_matched": len(matched),
+        "n_slides": n_slides,
+        "n_slides_matched": len(m.matched),
         "n_patients": len(set(ref.patient_ids)),
         "n_expression_profiles": len(mat.samples),
-        "n_samples_used": len(used_keys),
+        "n_samples_used": len(m.used_keys),
         "genes": gene_report,
-        "slides_without_expression": unmatched,
-        "expression_without_slides": sorted(_key_name(k) for k in groups if k not in matched_keys),
-        "excluded_samples": excluded,
-        "averaged_samples": averaged,
+        "slides_without_expression": m.unmatched,
+        "expression_without_slides": sorted(
+            _key_name(k) for k in m.groups if k not in matched_keys
+        ),
+        "excluded_samples": m.excluded,
+        "averaged_samples": m.averaged,
     }
-    logger.info(
-        "%d of %d slides matched (%d patients), %d genes",
-        len(matched),
-        len(slide_ids),
-        summary["n_patients"],
-        len(genes),
-    )
-    if out is not None:
-        write_reference(out, ref, raw=True)
-        write_json(summary_path(out), summary)
-    return CohortResult(reference=ref, summary=summary)
