@@ -281,14 +281,7 @@ def evaluate_predictions(
         collection recorded in the predictions, if any).
     """
     pred = predictions if isinstance(predictions, PredictionFile) else read_predictions(predictions)
-    if reference is None:
-        if pred.observed is None:
-            raise InputError(
-                f"{pred.path or 'predictions'}: no true expression in the file; pass --reference"
-            )
-        truth = _Truth(pred.slide_ids, pred.genes, np.asarray(pred.observed, dtype=np.float64))
-    else:
-        truth = load_truth(reference)
+    truth = _truth_for(pred, reference)
     pred, y = _align(pred, truth)
     d = _draws_for(pred, draws)
     val = None
@@ -297,29 +290,12 @@ def evaluate_predictions(
             val_predictions, truth if reference is not None else None, ks=ks, levels=levels
         )
     table = gene_metrics(y, pred.mean, pred.genes)
-    random_mean = pred.random_mean
-    if random_predictions is not None:
-        rp = (
-            random_predictions
-            if isinstance(random_predictions, PredictionFile)
-            else read_predictions(random_predictions)
-        )
-        ri, gi = ({k: i for i, k in enumerate(ids)} for ids in (rp.slide_ids, rp.genes))
-        try:
-            random_mean = rp.mean[[ri[s] for s in pred.slide_ids]][:, [gi[g] for g in pred.genes]]
-        except KeyError as e:
-            raise InputError(f"{rp.path}: random-model predictions lack slide or gene {e}") from e
+    random_mean = _random_mean(pred, random_predictions)
     if random_mean is not None:
         wp = well_predicted(y, pred.mean, random_mean)
         wp.index = table.index
         table = table.join(wp)
-    val_r = None
-    if val is not None:
-        val_r = val.genes["pearson_r"].reindex(table.index).to_numpy()
-    elif pred.cv and "val_pearson" in pred.cv:
-        with warnings.catch_warnings():  # genes constant in every fold: all-NaN columns
-            warnings.simplefilter("ignore", RuntimeWarning)
-            val_r = np.nanmean(np.asarray(pred.cv["val_pearson"], dtype=np.float64), 0)
+    val_r = _validation_r(pred, val, table.index)
     if val_r is not None:
         table["val_pearson_r"] = val_r
     summary: dict[str, Any] = {
@@ -333,25 +309,69 @@ def evaluate_predictions(
         "ranked_by_validation picks them on a validation split (honest).",
     }
     summary["per_fold"] = _per_fold(pred, y, ks)
-    summary["uncertainty"] = uncertainty_metrics(
-        y,
-        mean=pred.mean,
-        std=pred.std,
-        draws=d,
-        levels=levels,
-        conformal_q=_conformal_q(pred, val, levels),
-    )
-    if summary["uncertainty"] is not None and pred.lower is not None and pred.level:
-        summary["uncertainty"]["stored_interval"] = {
-            "level": pred.level,
-            "coverage": coverage(y, pred.lower, pred.upper),
-        }
-        summary["uncertainty"]["model_calibrated"] = _model_calibrated(pred, y, levels)
+    summary["uncertainty"] = _uncertainty(pred, y, d, val, levels)
     ev = Evaluation(summary=summary, genes=table, pathways=None, y=y, pred=pred)
     _pathway_level(ev, _gene_sets(gene_sets or pred.info.get("gene_sets")), d, levels, ks)
     if out is not None:
         _write(ev, Path(out))
     return ev
+
+
+def _truth_for(pred: PredictionFile, reference: Any) -> _Truth:
+    """The true expression: ``reference``, or the ``observed`` layer of a CV file."""
+    if reference is not None:
+        return load_truth(reference)
+    if pred.observed is None:
+        raise InputError(
+            f"{pred.path or 'predictions'}: no true expression in the file; pass --reference"
+        )
+    return _Truth(pred.slide_ids, pred.genes, np.asarray(pred.observed, dtype=np.float64))
+
+
+def _random_mean(pred: PredictionFile, random_predictions: Any) -> np.ndarray | None:
+    """Random-model predictions (n, G) aligned to ``pred``: the given file, else the CV layer."""
+    if random_predictions is None:
+        return pred.random_mean
+    rp = (
+        random_predictions
+        if isinstance(random_predictions, PredictionFile)
+        else read_predictions(random_predictions)
+    )
+    ri, gi = ({k: i for i, k in enumerate(ids)} for ids in (rp.slide_ids, rp.genes))
+    try:
+        return rp.mean[[ri[s] for s in pred.slide_ids]][:, [gi[g] for g in pred.genes]]
+    except KeyError as e:
+        raise InputError(f"{rp.path}: random-model predictions lack slide or gene {e}") from e
+
+
+def _validation_r(pred: PredictionFile, val: Evaluation | None, genes) -> np.ndarray | None:
+    """Per-gene validation Pearson r (G,): from ``val``, else the CV folds' mean; None if neither."""
+    if val is not None:
+        return val.genes["pearson_r"].reindex(genes).to_numpy()
+    if pred.cv and "val_pearson" in pred.cv:
+        with warnings.catch_warnings():  # genes constant in every fold: all-NaN columns
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmean(np.asarray(pred.cv["val_pearson"], dtype=np.float64), 0)
+    return None
+
+
+def _uncertainty(pred: PredictionFile, y, draws, val: Evaluation | None, levels) -> dict | None:
+    """Uncertainty metrics, plus the stored interval's coverage and the model's calibration."""
+    out = uncertainty_metrics(
+        y,
+        mean=pred.mean,
+        std=pred.std,
+        draws=draws,
+        levels=levels,
+        conformal_q=_conformal_q(pred, val, levels),
+    )
+    if out is not None and pred.lower is not None and pred.level:
+        out["stored_interval"] = {
+            "level": pred.level,
+            "coverage": coverage(y, pred.lower, pred.upper),
+        }
+        out["model_calibrated"] = _model_calibrated(pred, y, levels)
+    return out
 
 
 def _pathway_level(ev: Evaluation, sets, draws, levels, ks) -> None:
