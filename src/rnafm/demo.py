@@ -183,19 +183,17 @@ def run_demo(
     from rnafm.cohort.reference import ExpressionScale
     from rnafm.features.clusters import ClusterConfig
 
+    clusters = ClusterConfig(k=cfg.n_clusters, seed=cfg.seed)
     ref = load_reference(reference, scale=ExpressionScale.RAW)
-    data = load_cohort_data(
-        features, reference=ref, cluster_config=ClusterConfig(k=cfg.n_clusters, seed=cfg.seed)
-    )
+    data = load_cohort_data(features, reference=ref, cluster_config=clusters)
     seconds["cohort"] = time.perf_counter() - t
 
     t = time.perf_counter()
     from rnafm.evaluate import CVConfig, cross_validate
 
-    options: dict[str, dict[str, Any]] = {}
+    options: dict[str, Any] = {}
     if "rnafm" in cfg.models:
-        train = {"clusters.k": cfg.n_clusters, **cfg.train}
-        options["rnafm"] = {"draws": cfg.draws, "train": train}
+        options["rnafm"] = _flow_config(cfg, clusters)
     cv = cross_validate(
         data, out=out / "cv", models=cfg.models,
         config=CVConfig(n_folds=cfg.n_folds, seed=cfg.seed, random_baseline=False),
@@ -213,6 +211,15 @@ def run_demo(
         out=out, cohort=cohort, features=features, reference=reference, cv_dir=out / "cv",
         summary=summary, report=report, seconds=seconds,
     )  # fmt: skip
+
+
+def _flow_config(cfg: DemoConfig, clusters: Any) -> Any:
+    """The RNA-FM model of the demo's cross-validation: its TrainConfig and the clusters used."""
+    from rnafm.evaluate.baselines.flow import FlowConfig
+    from rnafm.training.config import TrainConfig, apply_overrides
+
+    train = apply_overrides(TrainConfig(), cfg.train).model_copy(update={"clusters": clusters})
+    return FlowConfig(draws=cfg.draws, train=train, fixed_seed="seed" in cfg.train)
 
 
 def _preprocess(cohort: Any, out: Path, cfg: DemoConfig) -> Path:

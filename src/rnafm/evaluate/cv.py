@@ -86,8 +86,15 @@ class CVResult:
     metrics: dict[str, dict]
 
 
-def _fold_key(fold: Fold, model: str, options: Mapping[str, Any] | None, seed: int) -> str:
-    text = json.dumps([fold.to_dict(), model, options or {}, seed], sort_keys=True, default=str)
+def _plain(options: Mapping[str, Any] | BaseModel | None) -> Any:
+    """Model options as plain JSON data (a config object as its dump)."""
+    if isinstance(options, BaseModel):
+        return options.model_dump(mode="json")
+    return options or {}
+
+
+def _fold_key(fold: Fold, model: str, options: Any, seed: int) -> str:
+    text = json.dumps([fold.to_dict(), model, _plain(options), seed], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -203,7 +210,7 @@ def cross_validate(
     models: Sequence[ModelName | str] = (ModelName.RIDGE,),
     config: CVConfig | None = None,
     folds: list[Fold] | None = None,
-    model_options: Mapping[str, Mapping[str, Any]] | None = None,
+    model_options: Mapping[str, Mapping[str, Any] | BaseModel] | None = None,
     gene_sets: str | Mapping[str, Sequence[str]] | None = None,
     reference_path: str | os.PathLike[str] | None = None,
 ) -> CVResult:
@@ -223,7 +230,8 @@ def cross_validate(
     folds
         Predefined folds (e.g. from :func:`rnafm.evaluate.load_folds`).
     model_options
-        Per-model options, e.g. ``{"sequoia": {"max_epochs": 20}}``.
+        Per-model config objects (e.g. ``{"rnafm": FlowConfig(train=TrainConfig(...))}``) or
+        options validated by the model's config class (``{"sequoia": {"max_epochs": 20}}``).
     gene_sets
         Gene sets for pathway-level metrics.
     reference_path
@@ -267,7 +275,7 @@ def cross_validate(
             info = {
                 "reference": str(Path(reference_path).resolve()) if reference_path else None,
                 "gene_sets": gene_sets if isinstance(gene_sets, str) else None,
-                "options": json.dumps(options or {}, default=str),
+                "options": json.dumps(_plain(options), default=str),
             }
             pf = _assemble(name, data, folds, parts, out / name, config.seed, info)
             ev = evaluate_predictions(pf, data, out=out / name, gene_sets=gene_sets)

@@ -54,7 +54,9 @@ def config_class(name: ModelName | str) -> type[BaseModel] | None:
     return _REGISTRY[ModelName(name)].config
 
 
-def build_regressor(name: ModelName | str, config: dict[str, Any] | None = None) -> Regressor:
+def build_regressor(
+    name: ModelName | str, config: BaseModel | dict[str, Any] | None = None
+) -> Regressor:
     """A fresh, unfitted model of the registry.
 
     Parameters
@@ -62,12 +64,17 @@ def build_regressor(name: ModelName | str, config: dict[str, Any] | None = None)
     name
         A :class:`ModelName` value.
     config
-        Options validated by the model's config class (e.g. ``{"max_epochs": 20}``).
+        The model's config (e.g. a :class:`NetConfig`), or options validated by its config
+        class (e.g. ``{"max_epochs": 20}``).
     """
     name = ModelName(name)
     entry = _REGISTRY[name]
     args: list[Any] = [entry.arch] if entry.arch else []
-    if entry.config is not None:
+    if entry.config is not None and isinstance(config, entry.config):
+        args.append(config)
+    elif isinstance(config, BaseModel):
+        raise ValueError(f"model {name.value!r} takes a {entry.config}, got {type(config)}")
+    elif entry.config is not None:
         args.append(entry.config(**(config or {})))
     elif config:
         raise ValueError(f"model {name.value!r} takes no options, got {sorted(config)}")

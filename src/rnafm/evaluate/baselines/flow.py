@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rnafm.evaluate.baselines.base import Predictions
+from rnafm.training.config import TrainConfig, apply_overrides
 
 if TYPE_CHECKING:
     from rnafm.cohort.dataset import CohortData
@@ -31,11 +32,29 @@ class FlowConfig(BaseModel):
 
     draws: int = Field(16, ge=2, description="Posterior draws per slide at prediction.")
     keep_draws: bool = Field(True, description="Keep the draws (CRPS from draws, saved files).")
-    train: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Overrides of rnafm.training.TrainConfig, e.g. {'optim.epochs': 20, "
-        "'gene_sets': 'hallmark'} (keys as rnafm.training.config.apply_overrides).",
+    train: TrainConfig = Field(
+        default_factory=TrainConfig,
+        description="Training config of every fold; a dict is read as overrides of the default "
+        "TrainConfig, e.g. {'optim.epochs': 20, 'gene_sets': 'hallmark'} (keys as "
+        "rnafm.training.config.apply_overrides).",
     )
+    fixed_seed: bool = Field(
+        False,
+        description="Train every fold with train.seed; by default each fold gets the CV seed "
+        "(set when the overrides name a seed).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_overrides(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("train"), dict):
+            overrides = data["train"]
+            data = {
+                **data,
+                "train": apply_overrides(TrainConfig(), overrides),
+                "fixed_seed": data.get("fixed_seed", "seed" in overrides),
+            }
+        return data
 
 
 class FlowRegressor:
@@ -52,9 +71,10 @@ class FlowRegressor:
         """Select pathway tokens on the training genes and train a run directory in ``out``."""
         import rnafm
         from rnafm.pathways import load_gene_sets, select_tokens
-        from rnafm.training.config import TrainConfig, apply_overrides
 
-        config = apply_overrides(TrainConfig(), {"seed": int(seed), **self.config.train})
+        config = self.config.train
+        if not self.config.fixed_seed:
+            config = config.model_copy(update={"seed": int(seed)})
         tokens = select_tokens(train.genes, load_gene_sets(config.gene_sets), config.tokens)
         if out is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="rnafm-cv-")
