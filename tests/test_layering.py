@@ -2,7 +2,8 @@
 
 Every ``rnafm.*`` import is collected with ``ast`` (module level, inside functions, under
 ``TYPE_CHECKING``) together with ``importlib.import_module("rnafm....")`` calls on constant
-strings, so a lazy import cannot hide a reverse dependency.
+strings and uses of the public facade (``rnafm.fit`` counts as an import of the module that
+defines ``fit``), so neither a lazy import nor the facade can hide a reverse dependency.
 """
 
 from __future__ import annotations
@@ -34,6 +35,18 @@ STAGES: tuple[tuple[str, ...], ...] = (
 )
 RANK = {name: i for i, names in enumerate(STAGES) for name in names}
 ROOT = "rnafm"  # the package root: ``__version__`` (base) and the lazy public facade
+
+
+def facade() -> dict[str, str]:
+    """Public name -> defining module, from the ``_WHERE`` table of ``rnafm/__init__.py``."""
+    tree = ast.parse((SRC / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "_WHERE":
+            return ast.literal_eval(node.value)
+    return {}
+
+
+FACADE = facade()
 
 
 def module_name(path: Path) -> str:
@@ -85,6 +98,13 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             found += [(node.lineno, m) for m in _resolve_from(node, importer, is_package)]
         elif (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == ROOT
+            and node.attr in FACADE
+        ):
+            found.append((node.lineno, FACADE[node.attr]))
+        elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
             and node.func.attr == "import_module"
@@ -135,6 +155,10 @@ def test_every_package_has_a_stage() -> None:
         ("import importlib\nimportlib.import_module('rnafm.cli.main')\n", ["rnafm.cli.main"]),
         ("from rnafm import __version__, training\n", ["rnafm", "rnafm.training"]),
         ("from . import figures\n", ["rnafm.slides"]),
+        (
+            "def f():\n    import rnafm\n    return rnafm.load_model\n",
+            ["rnafm", FACADE["load_model"]],
+        ),
     ],
 )
 def test_imports_are_found(tmp_path: Path, monkeypatch, source: str, expected: list[str]) -> None:
