@@ -1,18 +1,23 @@
 """Quality benchmark: default `rnafm train` + `predict` against ridge on a synthetic cohort.
 
-The cohort has real structure: tiles come from a few latent tissue types with per-slide
+The cohort comes from :func:`rnafm.synth.features.make_feature_cohort` (``--design``, see
+docs/synthetic.md). ``mixture`` (default): tiles from a few latent tissue types with per-slide
 proportions, a per-slide stain shift and tile noise; bulk expression is the raw-scale mixture of
 tissue-type profiles times gene-set programme activities (nonlinear in the proportions) times
-patient noise that no image predicts. Expression is written raw (counts-like), features in the
+patient noise that no image predicts. ``localized``: tile grids where rare, clustered tiles
+(lymphoid aggregates, necrosis) drive programmes around them, adjacent normal tissue outside the
+RNA sample and a nonlinear tile encoder. Expression is written raw (counts-like), features in the
 TRIDENT layout. Slides are split by patient into train and test; rnafm never sees the test
 expression.
 
-Prints one JSON line: mean per-gene PCC over test slides for rnafm and ridge, 90% interval
-coverage, and wall times. ``--baseline-published`` also trains the published RNA-FM recipe
-(``rnafm.train.presets.PRESETS["published"]``) on the same split and reports it under
+Prints one JSON line: mean per-gene PCC over test slides for rnafm, ridge on mean tile features
+and ``oracle_ridge_pcc`` (ridge on the true per-slide tile-type shares and programme activities: a
+ceiling for models of the image), 90% interval coverage, and wall times. ``--baseline-published`` also trains the published RNA-FM recipe
+(``rnafm.training.presets.PRESETS["published"]``) on the same split and reports it under
 ``"published"``; ``--preset`` applies a preset to the main run instead of the defaults.
 
     python benchmarks/quality.py --slides 300 --genes 5000 --dim 512 --baseline-published
+    python benchmarks/quality.py --design localized --slides 400 --genes 2000 --dim 256
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rnafm.synth.features import Design
+
 
 def make_cohort(
     root: Path,
@@ -37,76 +44,32 @@ def make_cohort(
     tiles: tuple[int, int] = (100, 600),
     noise: float = 0.35,
     seed: int = 0,
+    design: str = "mixture",
 ) -> dict:
-    """Write ``root/features/*.h5`` and ``root/reference.csv`` (raw values); return metadata."""
+    """Write ``root/features/*.h5`` and ``root/reference.csv`` (raw values); return metadata.
+
+    Delegates to :func:`rnafm.synth.features.make_feature_cohort` (``design`` picks the
+    :class:`rnafm.synth.features.Design`; ``n_types``, ``tiles`` apply to mixture designs).
+    """
     import pandas as pd
 
-    from rnafm.features.io import write_features
-    from rnafm.pathways import load_gene_sets
+    from rnafm.synth.features import make_feature_cohort
 
-    rng = np.random.default_rng(seed)
-    sets = load_gene_sets("hallmark")
-    hallmark = sorted(set().union(*sets.values()))
-    genes = list(rng.permutation(hallmark)[: int(0.6 * n_genes)])
-    genes += [f"SYNTH{i:05d}" for i in range(n_genes - len(genes))]
-    g_index = {g: i for i, g in enumerate(genes)}
-    n_sets = len(sets)
-
-    centroids = rng.normal(0, 1, (n_types, dim)).astype(np.float32)  # (T, D)
-    base = rng.normal(3.0, 2.0, n_genes)  # (G,) log2 baseline
-    type_fc = rng.normal(0, 1.2, (n_types, n_genes)) * (rng.random((n_types, n_genes)) < 0.3)
-    load = np.zeros((n_sets, n_genes))  # (S, G) programme loadings
-    for s, members in enumerate(sets.values()):
-        idx = [g_index[g] for g in members if g in g_index]
-        load[s, idx] = rng.normal(0.6, 0.3, len(idx)) * rng.choice([-1, 1])
-    w_prog = rng.normal(0, 1.5, (n_types, n_sets))  # (T, S)
-    w_pair = rng.normal(0, 3.0, (n_types, n_types, n_sets)) * (rng.random((1, 1, n_sets)) < 0.5)
-
-    n_patients = int(n_slides * 0.9)
-    patient_of = np.concatenate(
-        [np.arange(n_patients), rng.integers(0, n_patients, n_slides - n_patients)]
-    )
-    concentration = rng.uniform(0.3, 2.0, n_types)
-    props = rng.dirichlet(concentration, n_slides)  # (n, T)
-    latent = rng.normal(0, 0.6, (n_patients, n_sets))[patient_of]  # (n, S) not in the image
-    act = np.tanh(props @ w_prog + np.einsum("ni,nj,ijs->ns", props, props, w_pair)) + latent
-    log_prof = base[None, None, :] + type_fc[None]  # (1, T, G)
-    mix = np.einsum(
-        "nt,ntg->ng", props, np.broadcast_to(2.0**log_prof, (n_slides,) + log_prof.shape[1:])
-    )
-    raw = mix * 2.0 ** (act @ load) * 2.0 ** rng.normal(0, noise, (n_slides, n_genes))  # (n, G)
-
-    feat_dir = root / "features"
-    feat_dir.mkdir(parents=True, exist_ok=True)
-    slide_ids = [f"SYN-{i:04d}" for i in range(n_slides)]
-    tile_means = np.zeros((n_slides, dim), dtype=np.float64)
-    for i, sid in enumerate(slide_ids):
-        n_tiles = int(rng.integers(*tiles))
-        types = rng.choice(n_types, n_tiles, p=props[i])
-        stain = rng.normal(0, 0.3, dim)
-        feats = centroids[types] + stain + rng.normal(0, 0.8, (n_tiles, dim))  # (N, D)
-        feats = feats.astype(np.float32)
-        tile_means[i] = feats.mean(0)
-        coords = np.stack([np.arange(n_tiles) * 256, np.zeros(n_tiles)], 1).astype(np.int64)
-        write_features(
-            feat_dir / f"{sid}.h5", feats, coords, {"encoder": "synthetic", "patch_size": 256}
-        )
-    ref = pd.DataFrame(
-        {
-            "wsi_file_name": [f"{s}.svs" for s in slide_ids],
-            "patient_id": [f"P{p:04d}" for p in patient_of],
-        }
-    )
-    expr = pd.DataFrame(raw.astype(np.float32), columns=[f"rna_{g}" for g in genes])
-    ref = pd.concat([ref, expr], axis=1)
-    ref.to_csv(root / "reference.csv", index=False)
+    c = make_feature_cohort(
+        root, design=design, n_slides=n_slides, n_genes=n_genes, dim=dim, seed=seed,
+        n_types=n_types, tiles=tiles, noise=noise,
+    )  # fmt: skip
+    ref = pd.read_csv(c.reference, dtype={"wsi_file_name": str, "patient_id": str, "site": str})
     return {
-        "slide_ids": slide_ids,
-        "patients": [f"P{p:04d}" for p in patient_of],
-        "genes": genes,
-        "log2": np.log2(raw + 1.0),
-        "tile_means": tile_means,
+        "slide_ids": c.slide_ids,
+        "patients": c.patient_ids,
+        "sites": c.sites,
+        "genes": c.genes,
+        "log2": c.log2.astype(np.float64),
+        "tile_means": c.tile_means.astype(np.float64),
+        "oracle": c.oracle_features().astype(np.float64),
         "reference": ref,
+        "cohort": c,
     }
 
 
@@ -192,13 +155,19 @@ def main() -> None:
     ap.add_argument("--genes", type=int, default=5000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--design",
+        default="mixture",
+        choices=[d.value for d in Design],
+        help="Synthetic cohort design (rnafm.synth.features.Design).",
+    )
     ap.add_argument("--draws", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
     ap.add_argument("--workdir", type=Path, default=None, help="Keep the cohort here (reused).")
     ap.add_argument(
         "--preset",
         default="none",
-        help="Training preset of the main rnafm run (rnafm.train.presets; none: defaults).",
+        help="Training preset of the main rnafm run (rnafm.training.presets; none: defaults).",
     )
     ap.add_argument("--set", action="append", default=[], help="Config override key=json-value.")
     ap.add_argument(
@@ -225,12 +194,19 @@ def main() -> None:
 
     import torch
 
-    from rnafm.train.presets import preset_overrides
+    from rnafm.training.presets import preset_overrides
 
     torch.set_num_threads(args.threads)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="rnafm_quality_"))
     t0 = time.perf_counter()
-    meta = make_cohort(root, n_slides=args.slides, n_genes=args.genes, dim=args.dim, seed=args.seed)
+    meta = make_cohort(
+        root,
+        n_slides=args.slides,
+        n_genes=args.genes,
+        dim=args.dim,
+        seed=args.seed,
+        design=args.design,
+    )
     tr, te = split_reference(root, meta)
     t_data = time.perf_counter() - t0
     overrides = {**preset_overrides(args.preset), **_parse_sets(args.set)}
@@ -248,10 +224,14 @@ def main() -> None:
         "genes": len(genes),
         "dim": args.dim,
         "seed": args.seed,
+        "design": args.design,
         "preset": args.preset,
         "rnafm_pcc": main_run["pcc"],
         "ridge_pcc": pcc_mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=False), truth),
         "ridge_pergene_pcc": pcc_mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=True), truth),
+        "oracle_ridge_pcc": pcc_mean(
+            ridge_baseline(meta["oracle"][tr], y[tr], meta["oracle"][te], per_gene=True), truth
+        ),
         "coverage90": main_run["coverage90"],
         "val": main_run["val"],
         "data_s": round(t_data, 1),
