@@ -111,7 +111,7 @@ def test_cache_unwritable_is_silent(tmp_path):
     assert out.sizes.sum() == 20
 
 
-def test_precomputed_cluster_file(tmp_path):
+def test_precomputed_cluster_file(tmp_path, caplog):
     means = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
     p = tmp_path / "s.h5"
     with h5py.File(p, "w") as f:
@@ -119,8 +119,11 @@ def test_precomputed_cluster_file(tmp_path):
     pad = load_clusters(p, ClusterConfig(k=8))
     np.testing.assert_array_equal(pad.means[:5], means)
     np.testing.assert_array_equal(pad.sizes, [1, 1, 1, 1, 1, 0, 0, 0])
-    cut = load_clusters(p, ClusterConfig(k=3))
+    assert "precomputed" not in caplog.text
+    with caplog.at_level("WARNING"):
+        cut = load_clusters(p, ClusterConfig(k=3))
     np.testing.assert_array_equal(cut.means, means[:3])
+    assert f"{p}: 5 precomputed cluster_features rows but K = 3" in caplog.text
 
 
 def test_subsampled_fit_assigns_all_tiles():

@@ -10,7 +10,7 @@ import pytest
 import rnafm
 from rnafm.errors import IncompatibleRunError, InputError
 from rnafm.training import loop as loop_module
-from rnafm.training.run import REQUIRED, read_history
+from rnafm.training.run import REQUIRED, RUN_FORMAT, read_history
 
 
 @pytest.fixture
@@ -122,9 +122,14 @@ def test_incompatible_runs(tiny_run, tmp_path):
         rnafm.load_model(bad)
     shutil.copy(tiny_run / "tokens.json", bad / "tokens.json")
     meta = json.loads((bad / "config.json").read_text())
+    meta["run_format"] = RUN_FORMAT + 1  # a newer run format, same rnafm version
+    (bad / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(IncompatibleRunError, match=f"run format {RUN_FORMAT + 1} written by"):
+        rnafm.load_model(bad)
+    del meta["run_format"]  # an old run without a format number: its major version decides
     meta["rnafm_version"] = "99.0.0"
     (bad / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(IncompatibleRunError, match="major versions differ"):
+    with pytest.raises(IncompatibleRunError, match="run format None written by rnafm 99.0.0"):
         rnafm.load_model(bad)
 
 

@@ -11,7 +11,16 @@ import click
 
 logger = logging.getLogger(__name__)
 
-_MODELS = ["mean", "ridge", "he2rna", "trnasformer", "sequoia", "rnafm"]  # = ModelName values
+_MODELS = [  # = ModelName values
+    "mean",
+    "ridge",
+    "he2rna",
+    "trnasformer",
+    "sequoia",
+    "attention_mil",
+    "prior_gaussian",
+    "rnafm",
+]
 _SCALES = ["auto", "raw", "log2"]  # = ExpressionScale values
 
 
@@ -38,6 +47,22 @@ def _parse_options(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
             parsed = value
         out.setdefault(model, {})[key] = parsed
     return out
+
+
+def _rnafm_options(
+    options: dict[str, dict[str, Any]], clusters: Any, gene_sets: str
+) -> dict[str, dict[str, Any]]:
+    """Give the rnafm model's training config the clusters and gene sets of this run (unless
+    ``--option rnafm.train=...`` names them), so its run directory records what was used."""
+    train = options.setdefault("rnafm", {}).get("train") or {}
+    if not isinstance(train, dict):
+        return options
+    train = dict(train)
+    train.setdefault("clusters", clusters.model_dump(mode="json"))
+    if gene_sets != "none":
+        train.setdefault("gene_sets", gene_sets)
+    options["rnafm"]["train"] = train
+    return options
 
 
 def _load_reference(path: Path, scale: str):
@@ -116,7 +141,8 @@ def _load_reference(path: Path, scale: str):
     "--gene-sets",
     default="hallmark",
     show_default=True,
-    help="Gene sets for pathway-level metrics (collection name or .gmt; 'none' to skip).",
+    help="Gene sets for pathway-level metrics and the rnafm model's tokens (collection name or "
+    ".gmt; 'none' to skip the metrics).",
 )
 @click.option(
     "--option",
@@ -167,7 +193,8 @@ def cv_cmd(
     from rnafm.features.clusters import ClusterConfig
 
     ref = _load_reference(reference, expression_scale)
-    data = load_cohort_data(features, reference=ref, cluster_config=ClusterConfig(k=k, seed=seed))
+    clusters = ClusterConfig(k=k, seed=seed)
+    data = load_cohort_data(features, reference=ref, cluster_config=clusters)
     folds = None
     if folds_file is not None:
         folds = load_folds(folds_file, patient_ids=data.patient_ids, repair=repair_folds)
@@ -184,7 +211,7 @@ def cv_cmd(
         models=list(dict.fromkeys(models)),
         config=config,
         folds=folds,
-        model_options=_parse_options(options),
+        model_options=_rnafm_options(_parse_options(options), clusters, gene_sets),
         gene_sets=None if gene_sets == "none" else gene_sets,
         reference_path=reference,
     )

@@ -69,9 +69,9 @@ def _read_config(path: Path | None):
 @click.option(
     "--gene-sets",
     "-g",
-    default="hallmark",
-    show_default=True,
-    help="Bundled collection name (hallmark, go_mf, go_bp, reactome) or a .gmt path.",
+    default=None,
+    help="Bundled collection name (hallmark, go_mf, go_bp, reactome) or a .gmt path "
+    "[default: gene_sets of --config, else hallmark].",
 )
 @click.option(
     "--out",
@@ -119,7 +119,7 @@ def _read_config(path: Path | None):
 def train_cmd(
     reference: Path,
     features: Path,
-    gene_sets: str,
+    gene_sets: str | None,
     out: Path,
     expression_scale: str | None,
     config_path: Path | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,8 @@ class CohortData:
         np.ndarray | None
     )  # float32 (n, G) log2(x+1), None when predicting without a reference
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (slide_id, reason)
+    cluster_config: ClusterConfig | None = None  # the k-means settings the clusters came from
+    feature_attrs: dict[str, Any] | None = None  # encoder / tiling of the feature files
 
     def __len__(self) -> int:
         return len(self.slide_ids)
@@ -56,7 +59,40 @@ class CohortData:
             genes=None if self.genes is None else list(self.genes),
             expression=None if self.expression is None else self.expression[ix],
             skipped=list(self.skipped),
+            cluster_config=self.cluster_config,
+            feature_attrs=None if self.feature_attrs is None else dict(self.feature_attrs),
         )
+
+    def fingerprint(self) -> dict[str, str]:
+        """Digests of the inputs a model sees, one per kind (compare them to say what changed).
+
+        ``features``: the cluster means and sizes (another encoder, other feature files or
+        other k-means settings change it); ``expression``: genes and values; ``slides``:
+        slide and patient ids; ``clusters``: the k-means settings, when known.
+        """
+        import hashlib
+
+        def digest(*parts: Any) -> str:
+            h = hashlib.sha1()
+            for part in parts:
+                if isinstance(part, np.ndarray):
+                    a = np.ascontiguousarray(part)
+                    h.update(f"{a.dtype.str}{a.shape}".encode())
+                    h.update(a.tobytes())
+                else:
+                    h.update(repr(part).encode())
+            return h.hexdigest()[:16]
+
+        expr = None if self.expression is None else np.asarray(self.expression, dtype=np.float32)
+        clusters = None if self.cluster_config is None else self.cluster_config.model_dump()
+        return {
+            "slides": digest(list(self.slide_ids), list(self.patient_ids)),
+            "features": digest(
+                np.asarray(self.clusters, dtype=np.float32), np.asarray(self.sizes, np.float32)
+            ),
+            "expression": digest(self.genes, expr),
+            "clusters": digest(sorted((clusters or {}).items())),
+        }
 
 
 def _feature_files(features_dir: PathLike | Sequence[PathLike]) -> dict[str, Path]:
@@ -66,8 +102,88 @@ def _feature_files(features_dir: PathLike | Sequence[PathLike]) -> dict[str, Pat
     files: dict[str, Path] = {}
     for d in dirs:
         for sid, p in find_feature_files(d).items():
+            if sid in files and files[sid] != p:
+                logger.warning(
+                    "slide %s has feature files in several folders; using %s, ignoring %s",
+                    sid,
+                    files[sid],
+                    p,
+                )
+                continue
             files.setdefault(sid, p)
     return files
+
+
+PROVENANCE_KEYS = (
+    "encoder",
+    "encoder_id",
+    "patch_size",
+    "target_magnification",
+    "target_mpp",
+)
+
+
+def _file_provenance(path: Path) -> dict[str, Any]:
+    """Encoder and tiling attributes of one feature file ({} when it has none or is unreadable)."""
+    import h5py
+
+    from rnafm.features.io import _to_python
+
+    found: dict[str, Any] = {}
+    try:
+        with h5py.File(path, "r") as f:
+            for ds in ("coords", "features"):
+                if ds in f:
+                    found.update({str(k): _to_python(v) for k, v in f[ds].attrs.items()})
+            found.update({str(k): _to_python(v) for k, v in f.attrs.items()})
+    except (OSError, ValueError):
+        return {}
+    return {k: found[k] for k in PROVENANCE_KEYS if k in found and found[k] is not None}
+
+
+def feature_provenance(paths: dict[str, Path]) -> dict[str, Any] | None:
+    """The encoder and tiling the feature files came from (None when no file says).
+
+    A key whose value differs between files maps to the sorted list of distinct values (and a
+    warning names two files that disagree); files without any such attribute are counted.
+    """
+    per_file = {sid: _file_provenance(p) for sid, p in paths.items()}
+    bare = [sid for sid, a in per_file.items() if not a]
+    if per_file and len(bare) == len(per_file):
+        logger.warning(
+            "the %d feature files (e.g. %s) carry no encoder/tiling attributes: a model cannot "
+            "check that new features come from the same encoder",
+            len(bare),
+            paths[bare[0]],
+        )
+        return None
+    out: dict[str, Any] = {}
+    for key in PROVENANCE_KEYS:
+        seen: dict[str, str] = {}
+        for sid, attrs in per_file.items():
+            if key in attrs:
+                seen.setdefault(json.dumps(attrs[key], default=str), sid)
+        if len(seen) == 1:
+            out[key] = json.loads(next(iter(seen)))
+        elif len(seen) > 1:
+            values = sorted(seen)
+            logger.warning(
+                "feature files disagree on %s: %s has %s, %s has %s",
+                key,
+                paths[seen[values[0]]],
+                values[0],
+                paths[seen[values[1]]],
+                values[1],
+            )
+            out[key] = [json.loads(v) for v in values]
+    if bare:
+        logger.warning(
+            "%d feature file(s) carry no encoder/tiling attributes (e.g. %s)",
+            len(bare),
+            paths[bare[0]],
+        )
+        out["files_without_attributes"] = len(bare)
+    return out
 
 
 @contextlib.contextmanager
@@ -124,17 +240,18 @@ def load_cohort_data(
     Returns
     -------
     CohortData
-        The slides that could be loaded, in reference (or ``slides``, or file name) order. Slides
-        without a feature file, with an unreadable one or with a mismatching feature dimension are
+        The slides that could be loaded, in reference (or ``slides``, or file name) order, with
+        the k-means settings used (``cluster_config``) and the encoder/tiling attributes of the
+        files (``feature_attrs``). Slides without a feature file or with an unreadable one are
         listed in ``skipped`` with the reason (and a warning is logged).
 
     Raises
     ------
     InputError
-        No slide could be loaded (e.g. reference names and feature files do not match).
+        No slide could be loaded (e.g. reference names and feature files do not match), or the
+        feature files have different dimensions (the odd files are named).
     """
     from rnafm.cohort.tcga import patient_from_name
-    from rnafm.features.clusters import load_clusters
 
     config = cluster_config or ClusterConfig()
     files = _feature_files(features_dir)
@@ -152,30 +269,7 @@ def load_cohort_data(
     skipped += [(s, "no feature file") for s in wanted if s not in files]
     candidates = [s for s in wanted if s in files]
 
-    loaded: list[str] = []
-    means: list[np.ndarray] = []
-    sizes: list[np.ndarray] = []
-    dim: int | None = None
-    with _progress() as progress:
-        task = progress.add_task("clustering slide features", total=len(candidates))
-        for sid in candidates:
-            try:
-                c = load_clusters(files[sid], config)
-            except InputError as e:
-                skipped.append((sid, str(e)))
-                progress.advance(task)
-                continue
-            if dim is None:
-                dim = c.means.shape[1]
-            if c.means.shape[1] != dim:
-                skipped.append(
-                    (sid, f"feature dimension {c.means.shape[1]} != {dim} of other slides")
-                )
-            else:
-                loaded.append(sid)
-                means.append(c.means)
-                sizes.append(c.sizes)
-            progress.advance(task)
+    loaded, means, sizes = _load_all(candidates, files, config, skipped)
     for sid, reason in skipped:
         logger.warning("skipping slide %s: %s", sid, reason)
     if not loaded:
@@ -204,4 +298,52 @@ def load_cohort_data(
         genes=genes,
         expression=expression,
         skipped=skipped,
+        cluster_config=config,
+        feature_attrs=feature_provenance({s: files[s] for s in loaded}),
     )
+
+
+def _load_all(
+    candidates: list[str],
+    files: dict[str, Path],
+    config: ClusterConfig,
+    skipped: list[tuple[str, str]],
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Cluster every candidate slide (unreadable ones go to ``skipped``).
+
+    Raises
+    ------
+    InputError
+        The slides do not all have the same feature dimension (names the odd files).
+    """
+    from rnafm.features.clusters import load_clusters
+
+    loaded: list[str] = []
+    means: list[np.ndarray] = []
+    sizes: list[np.ndarray] = []
+    with _progress() as progress:
+        task = progress.add_task("clustering slide features", total=len(candidates))
+        for sid in candidates:
+            try:
+                c = load_clusters(files[sid], config)
+            except InputError as e:
+                skipped.append((sid, str(e)))
+            else:
+                loaded.append(sid)
+                means.append(c.means)
+                sizes.append(c.sizes)
+            progress.advance(task)
+    dims: dict[int, list[str]] = {}
+    for sid, m in zip(loaded, means, strict=True):
+        dims.setdefault(int(m.shape[1]), []).append(sid)
+    if len(dims) > 1:
+        common = max(dims, key=lambda d: len(dims[d]))
+        odd = [
+            f"{files[s]} (dimension {d})" for d, sids in dims.items() if d != common for s in sids
+        ]
+        raise InputError(
+            f"feature files have different dimensions: {len(dims[common])} have {common}, but "
+            f"{'; '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}. Features from different "
+            "encoders cannot be mixed: re-extract these slides with the same encoder or remove them."
+        )
+    return loaded, means, sizes

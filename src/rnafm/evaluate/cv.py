@@ -38,6 +38,7 @@ from rnafm.cohort.splits import (
 )
 from rnafm.errors import InputError
 from rnafm.evaluate.baselines import ModelName, build_regressor
+from rnafm.evaluate.baselines.base import model_label
 from rnafm.evaluate.calibration import LEVELS
 from rnafm.evaluate.evaluation import evaluate_predictions
 from rnafm.evaluate.predictions_io import PredictionFile, write_predictions
@@ -128,7 +129,8 @@ def _run_fold(
     res["val_pearson"] = np.full(n_genes, np.nan)
     res["conformal_q"] = np.full(len(LEVELS), np.nan)
     if val is not None and val.expression is not None:
-        pv = reg.predict(val)
+        # a model refitted on train + val keeps its earlier, honest validation predictions
+        pv = getattr(reg, "val_predictions", None) or reg.predict(val)
         res["val_pearson"] = pearson(val.expression, pv.mean)[0]
         if getattr(pv, "std", None) is not None:
             res["conformal_q"] = conformal_quantiles(val.expression, pv.mean, pv.std, LEVELS)
@@ -222,7 +224,9 @@ def cross_validate(
         The cohort with expression (``CohortData``).
     out
         Output folder (layout in the module docstring). Finished folds are reused when the
-        fold, the model options and the seed are unchanged.
+        fold, the model options, the seed and the input data (cluster features, expression,
+        slides, k-means settings: :meth:`CohortData.fingerprint`) are unchanged; otherwise
+        they are recomputed with a warning naming what changed.
     models
         Registry names (:class:`ModelName`).
     config
@@ -262,6 +266,7 @@ def cross_validate(
     save_folds(out / "folds.json", folds, seed=config.seed, stratify=config.stratify.value)
     names = [ModelName(m).value for m in models]
     result = CVResult(out=out, folds=folds, predictions={}, metrics={})
+    inputs = data.fingerprint()  # cached folds are reused only on the same input data
     with Progress(transient=True) as progress:
         task = progress.add_task("cross-validation", total=len(names) * len(folds))
         for name in names:
@@ -270,7 +275,7 @@ def cross_validate(
             for i, fold in enumerate(folds):
                 progress.update(task, description=f"{name} fold {i + 1}/{len(folds)}")
                 fold_dir = out / name / f"fold_{i}"
-                parts.append(_cached_fold(name, data, fold, i, options, config, fold_dir))
+                parts.append(_cached_fold(name, data, fold, i, options, config, fold_dir, inputs))
                 progress.advance(task)
             info = {
                 "reference": str(Path(reference_path).resolve()) if reference_path else None,
@@ -285,14 +290,38 @@ def cross_validate(
     return result
 
 
-def _cached_fold(name, data, fold, i, options, config: CVConfig, fold_dir: Path) -> dict:
+def _stale_inputs(z: Any, inputs: Mapping[str, str]) -> list[str]:
+    """Kinds of input (features, expression, ...) that differ from those of a cached fold."""
+    if "inputs" not in z.files:
+        return ["unknown (the cache predates input fingerprints)"]
+    old = json.loads(str(z["inputs"]))
+    return [k for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
+
+
+def _cached_fold(
+    name, data, fold, i, options, config: CVConfig, fold_dir: Path, inputs: Mapping[str, str]
+) -> dict:
+    """The fold's results from ``fold.npz`` when its fold, model, options, seed and input data
+    are unchanged; otherwise the fold is (re)computed (a stale fold gets a warning)."""
     key = _fold_key(fold, name, options, config.seed) + str(config.random_baseline)
     cache = fold_dir / "fold.npz"
     if cache.is_file():
         with np.load(cache) as z:
-            if str(z["key"]) == key:
+            changed = _stale_inputs(z, inputs)
+            same_key = str(z["key"]) == key
+            if same_key and not changed:
                 logger.info("%s fold %d: reusing %s", name, i, cache)
-                return {k: z[k] for k in z.files if k != "key"}
+                return {k: z[k] for k in z.files if k not in ("key", "inputs")}
+        if same_key:
+            logger.warning(
+                "%s fold %d: the cached results in %s were computed on other input data "
+                "(changed: %s); recomputing the fold",
+                name,
+                i,
+                cache,
+                ", ".join(changed),
+            )
+        (fold_dir / "checkpoint.pt").unlink(missing_ok=True)  # never resume on other data
     res = _run_fold(
         name,
         data,
@@ -305,7 +334,7 @@ def _cached_fold(name, data, fold, i, options, config: CVConfig, fold_dir: Path)
     )
     fold_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(cache) as tmp, tmp.open("wb") as f:
-        np.savez(f, key=np.asarray(key), **res)
+        np.savez(f, key=np.asarray(key), inputs=np.asarray(json.dumps(dict(inputs))), **res)
     return res
 
 
@@ -315,6 +344,7 @@ def _write_summary(out: Path, metrics: Mapping[str, dict]) -> None:
         g = m["genes"]
         row = {
             "model": name,
+            "label": model_label(name),  # prior_gaussian (rnafm_no_flow): the no-flow ablation
             "mean_pearson_r": g["mean_pearson_r"],
             "mean_rmse": g["mean_rmse"],
             "n_r_above_0.4": g["n_r_above_0.4"],

@@ -248,8 +248,20 @@ def _write_cache(cache_file: Path, clusters: SlideClusters) -> None:
             cache_file.parent.rmdir()
 
 
-def _fit_precomputed(features: np.ndarray, k: int) -> SlideClusters:
-    """Use precomputed cluster means as is, padded with zero rows (size 0) or cut to k."""
+def _fit_precomputed(features: np.ndarray, k: int, path: Path | None = None) -> SlideClusters:
+    """Use precomputed cluster means as is, padded with zero rows (size 0) or cut to k (with a
+    warning naming the file: rows beyond k are dropped)."""
+    if features.shape[0] > k:
+        logger.warning(
+            "%s: %d precomputed cluster_features rows but K = %d clusters; using the first %d "
+            "and dropping %d (set the number of clusters to %d to use them all)",
+            path or "cluster_features",
+            features.shape[0],
+            k,
+            k,
+            features.shape[0] - k,
+            features.shape[0],
+        )
     m = features[:k].astype(np.float32)  # (<=K, D)
     out_m = np.zeros((k, features.shape[1]), dtype=np.float32)  # (K, D)
     out_m[: m.shape[0]] = m
@@ -274,8 +286,9 @@ def load_clusters(
 
     Notes
     -----
-    A SEQUOIA/RNA-FM ``cluster_features`` file is used as is (padded or cut to K); each of its
-    rows gets size 1 because the original cluster sizes are not stored.
+    A SEQUOIA/RNA-FM ``cluster_features`` file is used as is (padded or cut to K, with a
+    warning when rows are cut); each of its rows gets size 1 because the original cluster sizes
+    are not stored.
     """
     from rnafm.features.io import FeatureLayout, read_features
 
@@ -290,7 +303,7 @@ def load_clusters(
             return hit
     sf = read_features(p)
     if sf.layout is FeatureLayout.CLUSTERS:
-        return _fit_precomputed(sf.features, config.k)
+        return _fit_precomputed(sf.features, config.k, p)
     try:
         clusters = cluster_features(
             sf.features,

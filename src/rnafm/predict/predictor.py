@@ -46,7 +46,14 @@ class Predictor:
     """
 
     def __init__(self, run_dir: Path, *, device: str = "auto") -> None:
-        from rnafm.training.run import CALIBRATION, GENES, TOKENS, WEIGHTS, check_run
+        from rnafm.training.run import (
+            CALIBRATION,
+            GENES,
+            TOKENS,
+            WEIGHTS,
+            check_run,
+            run_cluster_config,
+        )
 
         self.run_dir = Path(run_dir)
         meta = check_run(self.run_dir)  # before importing torch: bad runs fail fast
@@ -70,6 +77,7 @@ class Predictor:
                 f"{self.run_dir}: cannot read the run ({e}); retrain it with this rnafm version."
             ) from e
         self.meta = meta
+        self.cluster_config = run_cluster_config(meta, self.config)  # as in training
         self.feature_dim = int(meta["feature_dim"])
         self.n_clusters = int(meta["n_clusters"])
         self.device = resolve_device(device if device != "auto" else self.config.device.value)
@@ -118,6 +126,7 @@ class Predictor:
         """
         from rnafm.flow.draws import draw_samples, summarise
         from rnafm.metrics import gaussian_multiplier
+        from rnafm.training.run import check_calibrated_for, check_features
 
         if draws < 2:
             raise InputError(f"draws must be at least 2 to estimate an interval, got {draws}.")
@@ -126,6 +135,8 @@ class Predictor:
                 f"features have dimension {data.clusters.shape[2]} but the model was trained on "
                 f"{self.feature_dim}: use features from the same encoder as the training run."
             )
+        check_features(self.meta, getattr(data, "feature_attrs", None), self.run_dir)
+        check_calibrated_for(self.calibration, draws=draws, sampler=sampler or self.config.sampler)
         x = draw_samples(
             self.model,
             data.clusters,
@@ -169,7 +180,7 @@ class Predictor:
         if isinstance(slides, str):
             slides = None if slides == "all" else [s for s in slides.split(",") if s]
         return load_cohort_data(
-            features, reference=ref, slides=slides, cluster_config=self.config.clusters
+            features, reference=ref, slides=slides, cluster_config=self.cluster_config
         )
 
     def predict(

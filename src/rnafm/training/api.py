@@ -24,7 +24,7 @@ def train(
     reference: str | os.PathLike[str],
     features: str | os.PathLike[str],
     *,
-    gene_sets: str | os.PathLike[str] = "hallmark",
+    gene_sets: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str],
     config: TrainConfig | None = None,
     **overrides: Any,
@@ -38,7 +38,8 @@ def train(
     features
         Folder of per-slide feature h5 files (TRIDENT, CLAM or SEQUOIA layout).
     gene_sets
-        A bundled collection name (``hallmark``, ...) or a ``.gmt`` path.
+        A bundled collection name (``hallmark``, ...) or a ``.gmt`` path; None keeps
+        ``config.gene_sets`` (default ``hallmark``).
     out
         Run directory (created; resumed when it holds a checkpoint of the same config).
     config
@@ -66,7 +67,8 @@ def train(
     from rnafm.training.loop import process_context
 
     t_start = time.monotonic()
-    cfg = apply_overrides(config or TrainConfig(), {"gene_sets": str(gene_sets), **overrides})
+    sets = None if gene_sets is None else str(gene_sets)  # None: the config's gene sets
+    cfg = apply_overrides(config or TrainConfig(), {"gene_sets": sets, **overrides})
     owned = not (dist.is_available() and dist.is_initialized())
     ctx = process_context(cfg)  # joins torchrun's process group; one plain process otherwise
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,21 @@ def load_checkpoint(
     data_key: dict[str, Any],
     ctx: ddp.DistContext,
 ) -> LoopState:
-    """Restore ``parts`` from ``path``; refuse a checkpoint of another config or data."""
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    """Restore ``parts`` from ``path``; refuse a checkpoint of another config or data.
+
+    Raises
+    ------
+    InputError
+        The checkpoint is unreadable (e.g. truncated by a crash during a copy) or was written
+        with another configuration or other training data.
+    """
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+        raise InputError(
+            f"{path}: cannot read the training checkpoint ({e}); it may be truncated. Restart "
+            "the run afresh with --no-resume (resume=False), or delete this file."
+        ) from e
     for what, ours, theirs in (
         ("configuration", config.model_dump(mode="json"), blob.get("config")),
         ("training data", data_key, blob.get("data")),

@@ -17,6 +17,7 @@ A run directory holds everything ``predict`` needs on another machine::
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ __all__ = [
     "CALIBRATION",
     "CHECKPOINT",
     "REQUIRED",
+    "RUN_FORMAT",
+    "data_record",
     "Normalisation",
     "append_history",
     "read_history",
@@ -45,7 +48,12 @@ __all__ = [
     "check_run",
     "write_config",
     "read_config",
+    "run_cluster_config",
+    "check_features",
+    "check_calibrated_for",
 ]
+
+logger = logging.getLogger(__name__)
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -122,6 +130,28 @@ def truncate_history(run_dir: Path, step: int) -> None:
         tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in records))
 
 
+RUN_FORMAT = 1
+"""Version of the run-directory format; raise it whenever a reader of an older run would
+misread a newer one (or the other way round). ``check_run`` refuses other formats."""
+
+
+def data_record(train: Any) -> dict[str, Any]:
+    """What the training data came from, for ``config.json`` (see :func:`write_config`).
+
+    ``cluster_config``: the k-means settings that produced ``train.clusters`` (prediction must
+    cluster new slides the same way); ``features``: the encoder and tiling attributes of the
+    feature files (``encoder``, ``encoder_id``, ``patch_size``, ``target_mpp``, ...), None when
+    the files carry none. Both are None for data built in memory without them.
+    """
+    cluster_config = getattr(train, "cluster_config", None)
+    return {
+        "cluster_config": None
+        if cluster_config is None
+        else cluster_config.model_dump(mode="json"),
+        "features": getattr(train, "feature_attrs", None),
+    }
+
+
 def major(version: str) -> str:
     """Major part of a version string."""
     return str(version).split(".")[0]
@@ -133,7 +163,7 @@ def check_run(run_dir: Path) -> dict[str, Any]:
     Raises
     ------
     IncompatibleRunError
-        A required file is missing or the run was written by another major version.
+        A required file is missing or the run has another run format (``RUN_FORMAT``).
     """
     from rnafm import __version__
 
@@ -150,10 +180,14 @@ def check_run(run_dir: Path) -> dict[str, Any]:
         )
     meta = read_json(run_dir / CONFIG)
     version = str(meta.get("rnafm_version", "?"))
-    if major(version) != major(__version__):
+    fmt = meta.get("run_format")
+    if fmt is None and major(version) == major(__version__):
+        fmt = 1  # runs written before the format number existed
+    if fmt != RUN_FORMAT:
         raise IncompatibleRunError(
-            f"{run_dir / CONFIG}: written by rnafm {version}, this is rnafm {__version__} "
-            f"(major versions differ); retrain with this version or install rnafm=={version}."
+            f"{run_dir / CONFIG}: run format {fmt} written by rnafm {version}; this is rnafm "
+            f"{__version__}, which reads run format {RUN_FORMAT}. Retrain with this version "
+            f"or install rnafm=={version}."
         )
     return meta
 
@@ -163,10 +197,82 @@ def write_config(run_dir: Path, config_dump: dict[str, Any], **extra: Any) -> No
     from rnafm import __version__
 
     write_json(
-        Path(run_dir) / CONFIG, {"rnafm_version": __version__, **extra, "config": config_dump}
+        Path(run_dir) / CONFIG,
+        {"rnafm_version": __version__, "run_format": RUN_FORMAT, **extra, "config": config_dump},
     )
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
     """Read config.json."""
     return read_json(Path(run_dir) / CONFIG)
+
+
+def run_cluster_config(meta: dict[str, Any], config: Any) -> Any:
+    """The k-means settings that produced the run's training clusters (prediction clusters new
+    slides the same way): ``cluster_config`` of config.json, else the run's
+    ``TrainConfig.clusters`` (runs written before it was recorded)."""
+    from rnafm.features.clusters import ClusterConfig
+
+    recorded = meta.get("cluster_config")
+    return config.clusters if recorded is None else ClusterConfig.model_validate(recorded)
+
+
+_IDENTITY_KEYS = ("encoder", "encoder_id", "patch_size", "target_magnification", "target_mpp")
+
+
+def check_features(meta: dict[str, Any], attrs: dict[str, Any] | None, run_dir: Path) -> None:
+    """Refuse features from another encoder or tiling than the run's training features.
+
+    Compares the ``encoder``, ``encoder_id``, ``patch_size``, ``target_magnification`` and
+    ``target_mpp`` attributes both sides know; logs a warning when either side has none.
+
+    Raises
+    ------
+    InputError
+        An attribute differs (both values are named).
+    """
+    from rnafm.errors import InputError
+
+    trained = meta.get("features")
+    if not trained or not attrs:
+        side = "the run's training features" if not trained else "these feature files"
+        logger.warning(
+            "%s: cannot check that the features come from the training encoder and tiling "
+            "(%s carry no encoder/tiling attributes)",
+            run_dir,
+            side,
+        )
+        return
+    for key in _IDENTITY_KEYS:
+        if key in trained and key in attrs and trained[key] != attrs[key]:
+            raise InputError(
+                f"{run_dir}: the model was trained on features with {key} = {trained[key]!r} "
+                f"but these feature files have {key} = {attrs[key]!r}. Extract the features "
+                "with the training encoder and tiling (`rnafm extract`), or train a model on "
+                "these features."
+            )
+
+
+def check_calibrated_for(calibration: dict[str, Any], *, draws: int, sampler: Any) -> None:
+    """Warn when prediction samples otherwise than the interval calibration did.
+
+    The conformal multiplier of ``calibration.json`` holds for the number of draws and the
+    sampler (solver, steps, guidance) it was fitted with; other settings change the spread of
+    the draws, so the stated interval level no longer holds.
+    """
+    changed = []
+    cal_draws = calibration.get("draws")
+    if cal_draws is not None and int(cal_draws) != int(draws):
+        changed.append(f"draws {draws} (calibrated with {cal_draws})")
+    cal_sampler = calibration.get("sampler") or {}
+    ours = sampler.model_dump(mode="json") if hasattr(sampler, "model_dump") else {}
+    for key in sorted(set(cal_sampler) & set(ours)):
+        if cal_sampler[key] != ours[key]:
+            changed.append(f"sampler {key} {ours[key]!r} (calibrated with {cal_sampler[key]!r})")
+    if changed:
+        logger.warning(
+            "the intervals were calibrated for other sampling settings: %s. Their coverage "
+            "is not the stated level; predict with the calibrated settings for calibrated "
+            "intervals.",
+            "; ".join(changed),
+        )
