@@ -74,3 +74,25 @@ def test_sample_sheet(tmp_path):
     (tmp_path / "bad.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(InputError, match="not a GDC sample sheet"):
         read_sample_sheet(tmp_path / "bad.tsv")
+
+
+def test_sample_sheet_duplicate_file_rows(tmp_path, caplog):
+    head = "File ID\tFile Name\tData Category\tData Type\tProject ID\tCase ID\tSample ID\tSample Type\n"
+    row_a = "id1\tx.tsv\tT\tG\tTCGA-LUAD\tTCGA-05-4244\tTCGA-05-4244-01A\tPrimary Tumor\n"
+    row_b = "id2\tx.tsv\tT\tG\tTCGA-LUAD\tTCGA-05-4249\tTCGA-05-4249-01A\tPrimary Tumor\n"
+    (tmp_path / "same.tsv").write_text(head + row_a + row_a)
+    with caplog.at_level("WARNING"):
+        sheet = read_sample_sheet(tmp_path / "same.tsv")
+    assert list(sheet) == ["x.tsv"] and "lines 2 and 3" in caplog.text
+    (tmp_path / "clash.tsv").write_text(head + row_a + row_b)
+    with pytest.raises(InputError, match=r"x\.tsv is listed on lines 2 and 3.*TCGA-05-4249-01A"):
+        read_sample_sheet(tmp_path / "clash.tsv")
+
+
+def test_slide_list_repeats_are_named(tmp_path, caplog):
+    from rnafm.cohort.build import list_slides
+
+    with caplog.at_level("WARNING"):
+        ids = list_slides(["a.svs", "b.svs", "a.tif"])
+    assert ids == ["a", "b"]
+    assert "a.tif (same slide id as a.svs)" in caplog.text

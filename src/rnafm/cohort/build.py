@@ -88,7 +88,7 @@ def list_slides(slides: str | os.PathLike[str] | list[str]) -> list[str]:
     import pandas as pd
 
     if isinstance(slides, list):
-        return list(dict.fromkeys(slide_id_from_name(s) for s in slides))
+        return _unique_slides(slides, "the slide list")
     p = Path(slides)
     if p.is_dir():
         names = [
@@ -118,7 +118,29 @@ def list_slides(slides: str | os.PathLike[str] | list[str]) -> list[str]:
         raise InputError(
             f"{p}: no slide names found (slide extensions: {', '.join(SLIDE_EXTENSIONS[:5])}...)."
         )
-    return list(dict.fromkeys(slide_id_from_name(n) for n in names))
+    return _unique_slides(names, str(p))
+
+
+def _unique_slides(names: list[str], where: str) -> list[str]:
+    """Slide ids of ``names`` in order, each once; repeated ids are named in a warning (e.g.
+    ``a.svs`` and ``a.tif``, or one slide in two folders)."""
+    ids = [slide_id_from_name(n) for n in names]
+    seen: dict[str, str] = {}
+    repeats: list[str] = []
+    for name, sid in zip(names, ids, strict=True):
+        if sid in seen:
+            repeats.append(f"{name} (same slide id as {seen[sid]})")
+        else:
+            seen[sid] = name
+    if repeats:
+        logger.warning(
+            "%s: %d slide name(s) repeat a slide id and are used once: %s%s",
+            where,
+            len(repeats),
+            "; ".join(repeats[:5]),
+            " ..." if len(repeats) > 5 else "",
+        )
+    return list(seen)
 
 
 def _sample_key(name: str) -> tuple[str, str | None] | str:

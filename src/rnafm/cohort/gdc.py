@@ -204,7 +204,8 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> dict[str, SampleSheetEntr
 
     Needs the columns ``File Name``, ``Case ID`` and ``Sample ID`` (``Project ID`` and
     ``Sample Type`` are used when present). A file listed with several different samples keeps the
-    first and logs a warning.
+    first and logs a warning. A file name on two rows is an error when the rows differ (both line
+    numbers are named) and a warning when they are identical.
     """
     import pandas as pd
 
@@ -224,7 +225,8 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> dict[str, SampleSheetEntr
             f"{p}: not a GDC sample sheet (missing columns {missing}; has {list(df.columns)[:8]})."
         )
     out: dict[str, SampleSheetEntry] = {}
-    for row in df.to_dict("records"):
+    line_of: dict[str, int] = {}
+    for line, row in enumerate(df.to_dict("records"), start=2):  # line 1 is the header
         samples = list(dict.fromkeys(s.strip() for s in row["Sample ID"].split(",") if s.strip()))
         if len(samples) > 1:
             logger.warning(
@@ -234,11 +236,29 @@ def read_sample_sheet(path: str | os.PathLike[str]) -> dict[str, SampleSheetEntr
                 samples,
                 samples[0],
             )
-        out[row["File Name"].strip()] = SampleSheetEntry(
+        entry = SampleSheetEntry(
             file_name=row["File Name"].strip(),
             sample_id=samples[0] if samples else "",
             case_id=row["Case ID"].split(",")[0].strip(),
             project=(row.get("Project ID") or "").split(",")[0].strip() or None,
             sample_type=(row.get("Sample Type") or "").split(",")[0].strip() or None,
         )
+        first = out.get(entry.file_name)
+        if first is not None and first != entry:
+            raise InputError(
+                f"{p}: file {entry.file_name} is listed on lines {line_of[entry.file_name]} and "
+                f"{line} with different samples or cases ({first.sample_id} / {first.case_id} vs "
+                f"{entry.sample_id} / {entry.case_id}); remove the wrong row."
+            )
+        if first is not None:
+            logger.warning(
+                "%s: file %s is listed twice (lines %d and %d, same sample); using it once",
+                p,
+                entry.file_name,
+                line_of[entry.file_name],
+                line,
+            )
+            continue
+        out[entry.file_name] = entry
+        line_of[entry.file_name] = line
     return out
