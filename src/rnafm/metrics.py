@@ -25,6 +25,7 @@ __all__ = [
     "gaussian_multiplier",
     "conformal_quantiles",
     "conformal_multiplier",
+    "crps_gaussian",
     "spearman",
     "rmse",
     "mae",
@@ -134,6 +135,14 @@ def conformal_multiplier(true, mean, std, level: float) -> float:
     """
     q = float(conformal_quantiles(true, mean, std, [level], min_std=1e-8)[0])
     return gaussian_multiplier(level) if np.isnan(q) else q
+
+
+def crps_gaussian(y, mean, std) -> np.ndarray:
+    """Closed-form CRPS of N(mean, std^2) at y (Gneiting & Raftery 2007), elementwise."""
+    y, mean, std = (np.asarray(a, dtype=np.float64) for a in (y, mean, std))
+    std = np.maximum(std, 1e-12)
+    z = (y - mean) / std
+    return std * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / np.sqrt(np.pi))
 
 
 def spearman(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:

@@ -62,7 +62,9 @@ def _rnafm_case(
         members=[np.arange(0, 7), np.arange(5, 12), np.arange(12, 19), np.arange(19, 23)],
         is_background=np.array([False, False, False, True]),
     )
-    config = ModelConfig(hidden=16, depth=1, heads=2, image_heads=2, cond_dropout=0.0)
+    config = ModelConfig(
+        hidden=16, depth=1, heads=2, image_heads=2, cond_dropout=0.0, slide_head=False
+    )  # the velocity path only: the slide head has its own loss
     model = build_model(tokens, feature_dim=feat, n_clusters=n_clusters, config=config)
     clusters = torch.randn(BATCH, n_clusters, feat, generator=gen)  # (B, K, D)
     sizes = torch.rand(BATCH, n_clusters, generator=gen) * 10 + 1  # (B, K)
@@ -201,7 +203,13 @@ def _flow_training(ctx, ddp, out: Path) -> dict[str, object] | None:  # noqa: AN
         sampler.set_epoch(epoch)
         for batch in sampler.batches():
             drop = model.draw_dropout(len(batch), generator=noise)  # (b,)
-            loss = step(clusters[batch], sizes[batch], drop, x1[batch], generator=noise)
+            loss = step(
+                clusters[batch],
+                sizes[batch],
+                drop,
+                x1[batch],
+                generator=noise,
+            )
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

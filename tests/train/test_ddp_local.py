@@ -175,10 +175,13 @@ def test_flow_matching_step_equals_the_two_calls() -> None:
     clusters, sizes = torch.randn(4, 3, 5, generator=gen), torch.rand(4, 3, generator=gen) + 1
     drop = torch.tensor([False, True, False, False])
     x1 = torch.randn(4, 11, generator=gen)
+    z = torch.randn(4, 11, generator=gen)
     step = FlowMatchingStep(model)
-    got = step(clusters, sizes, drop, x1, generator=torch.Generator().manual_seed(2))
+    got = step(clusters, sizes, drop, x1, generator=torch.Generator().manual_seed(2), head_target=z)
     cond = model.encode_condition(clusters, sizes, drop)
     want = flow_matching_loss(model, x1, cond, generator=torch.Generator().manual_seed(2))
+    est = model.predict_slide(model.encode_condition(clusters, sizes))  # (B, G)
+    want = want + torch.mean((est - z) ** 2)  # the slide head's direct supervision
     torch.testing.assert_close(got, want)
     got.backward()
     assert all(p.grad is not None for p in model.parameters())  # DDP needs every parameter used

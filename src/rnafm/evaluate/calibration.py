@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
-from rnafm.metrics import coverage, gaussian_multiplier, spearman
+from rnafm.metrics import coverage, crps_gaussian, gaussian_multiplier, spearman
 
 __all__ = [
     "LEVELS",
@@ -56,14 +56,6 @@ def draws_interval(
     """
     x = np.asarray(draws) if presorted else np.sort(np.asarray(draws), axis=1)
     return _sorted_quantile(x, 0.5 - level / 2), _sorted_quantile(x, 0.5 + level / 2)
-
-
-def crps_gaussian(y, mean, std) -> np.ndarray:
-    """Closed-form CRPS of N(mean, std^2) at y (Gneiting & Raftery 2007), elementwise."""
-    y, mean, std = (np.asarray(a, dtype=np.float64) for a in (y, mean, std))
-    std = np.maximum(std, 1e-12)
-    z = (y - mean) / std
-    return std * (z * (2 * stats.norm.cdf(z) - 1) + 2 * stats.norm.pdf(z) - 1 / np.sqrt(np.pi))
 
 
 def crps_draws(y, draws) -> np.ndarray:

@@ -18,6 +18,7 @@ __all__ = [
     "guided_velocity",
     "integrate",
     "sample",
+    "slide_estimates",
     "summarise",
 ]
 
@@ -31,6 +32,7 @@ _WHERE = {
     "guided_velocity": "sampling",
     "integrate": "solvers",
     "sample": "sampling",
+    "slide_estimates": "draws",
     "summarise": "draws",
 }
 

@@ -16,7 +16,7 @@ from rnafm.flow.sampling import guided_velocity
 from rnafm.flow.solvers import integrate
 from rnafm.runtime import autocast
 
-__all__ = ["draw_samples", "summarise"]
+__all__ = ["draw_samples", "slide_estimates", "summarise"]
 
 
 def _noise(
@@ -104,6 +104,32 @@ def draw_samples(
         out[sl] = x.float().reshape(b, draws, -1).cpu().numpy()  # (b, S, G)
         if progress is not None:
             progress(b)
+    return out
+
+
+@torch.no_grad()
+def slide_estimates(
+    model: torch.nn.Module,
+    clusters: np.ndarray,
+    sizes: np.ndarray,
+    *,
+    device: torch.device,
+    max_rows: int = 256,
+) -> np.ndarray | None:
+    """The model's slide-head estimates (n, G) of the z-scored expression, or None.
+
+    A model without a slide head (``model.slide_head = false``) gives None.
+    """
+    if getattr(model, "slide_head", None) is None:
+        return None
+    model.eval()
+    out = np.empty((clusters.shape[0], model.n_genes), dtype=np.float32)  # (n, G)
+    for sl in _batches(clusters.shape[0], max_rows):
+        c = torch.as_tensor(clusters[sl], device=device)  # (b, K, D)
+        s = torch.as_tensor(sizes[sl], device=device)  # (b, K)
+        with autocast(device):
+            est = model.predict_slide(model.encode_condition(c, s))  # (b, G)
+        out[sl] = est.float().cpu().numpy()
     return out
 
 

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Condition", "ImageEncoder", "TimeEmbedding", "cluster_attention_bias"]
+__all__ = [
+    "Condition",
+    "GatedAttentionPool",
+    "ImageEncoder",
+    "TimeEmbedding",
+    "cluster_attention_bias",
+]
 
 
 @dataclass
@@ -137,6 +143,33 @@ class _EncoderLayer(nn.Module):
         return z + self.mlp(self.norm2(z))  # (B, K, H)
 
 
+class GatedAttentionPool(nn.Module):
+    """Gated attention pooling (Ilse et al. 2018) over cluster tokens with an additive bias.
+
+    ``a_k = w^T (tanh(V z_k) * sigmoid(U z_k)) + bias_k`` per pooling head; the pooled vector is
+    the softmax(a)-weighted sum of the tokens, heads concatenated and projected back to H.
+    With the log-size bias a cluster's weight is proportional to its tile count times the
+    learned gate, so tissue composition enters the pooled vector directly.
+    """
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.v = nn.Linear(hidden, hidden)
+        self.u = nn.Linear(hidden, hidden)
+        self.w = nn.Linear(hidden, heads)
+        self.out = nn.Linear(hidden * heads, hidden)
+
+    def weights(self, z: Tensor, bias: Tensor) -> Tensor:
+        """Attention weights (B, K, P) of tokens z (B, K, H) under bias (B, K)."""
+        a = self.w(torch.tanh(self.v(z)) * torch.sigmoid(self.u(z)))  # (B, K, P)
+        return torch.softmax(a + bias[..., None].to(a.dtype), dim=1)  # (B, K, P)
+
+    def forward(self, z: Tensor, bias: Tensor) -> Tensor:
+        w = self.weights(z, bias)  # (B, K, P)
+        pooled = torch.einsum("bkp,bkh->bph", w, z)  # (B, P, H)
+        return self.out(pooled.flatten(1))  # (B, H)
+
+
 class ImageEncoder(nn.Module):
     """Encode K cluster means (B, K, D) into a slide vector (B, H) and cluster tokens (B, K, H)."""
 
@@ -151,16 +184,28 @@ class ImageEncoder(nn.Module):
         mlp_ratio: float,
         index_embedding: bool,
         size_weights: bool,
+        pool_heads: int = 0,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.n_clusters = n_clusters
         self.size_weights = size_weights
-        self.proj = nn.Linear(feature_dim, hidden)
+        if pool_heads > 0:  # attention-MIL style input: normalise, project, nonlinearity
+            self.proj = nn.Sequential(
+                nn.LayerNorm(feature_dim),
+                nn.Linear(feature_dim, hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+            )
+        else:
+            self.proj = nn.Linear(feature_dim, hidden)
         self.index_embedding = (
             nn.Parameter(torch.randn(n_clusters, hidden) * 0.02) if index_embedding else None
         )
         self.layers = nn.ModuleList(_EncoderLayer(hidden, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(hidden)
+        self.pool = GatedAttentionPool(hidden, pool_heads) if pool_heads > 0 else None
+        self.dropout = nn.Dropout(dropout)
         self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, clusters: Tensor, sizes: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -177,6 +222,9 @@ class ImageEncoder(nn.Module):
         for layer in self.layers:
             z = layer(z, bias)  # (B, K, H)
         z = self.norm(z)  # (B, K, H)
-        w = torch.softmax(bias, dim=1)  # (B, K) mean over valid clusters, or size-weighted
-        pooled = torch.einsum("bk,bkh->bh", w, z)  # (B, H)
-        return self.mlp(pooled), z, bias
+        if self.pool is not None:
+            pooled = self.pool(z, bias)  # (B, H) gated attention
+        else:
+            w = torch.softmax(bias, dim=1)  # (B, K) mean over valid clusters, or size-weighted
+            pooled = torch.einsum("bk,bkh->bh", w, z)  # (B, H)
+        return self.mlp(self.dropout(pooled)), z, bias

@@ -48,13 +48,29 @@ class ModelConfig(BaseModel):
         False, description="Add cross-attention from pathway tokens to the cluster tokens."
     )
     cluster_size_weights: bool = Field(
-        False,
+        True,
         description="Use cluster sizes: log-size attention bias and size-weighted pooling.",
     )
     cluster_index_embedding: bool = Field(
         False,
         description="Add a learned embedding of the cluster index (as the paper; k-means "
         "indices carry no order, so off by default).",
+    )
+    pool_heads: int = Field(
+        4,
+        ge=0,
+        description="Gated-attention pooling heads over the cluster tokens (0: plain mean pooling).",
+    )
+    encoder_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout in the image encoder (input and pooled vector); training uses 0.3.",
+    )
+    slide_head: bool = Field(
+        True,
+        description="A linear head on the slide embedding predicts the z-scored expression "
+        "directly (auxiliary loss; its prediction is a candidate for the predictive mean).",
     )
     head_modulation: HeadModulation = Field(
         HeadModulation.TOKEN, description="Final adaLN of the heads: per token or shared."

@@ -67,7 +67,10 @@ class RNAFM(nn.Module):
             mlp_ratio=config.mlp_ratio,
             index_embedding=config.cluster_index_embedding,
             size_weights=config.cluster_size_weights,
+            pool_heads=config.pool_heads,
+            dropout=config.encoder_dropout,
         )
+        self.slide_head = nn.Linear(hid, len(self.genes)) if config.slide_head else None
         self.null_vec = nn.Parameter(torch.randn(hid) * 0.02)
         self.null_token = nn.Parameter(torch.randn(hid) * 0.02) if config.cross_attention else None
         self.blocks = nn.ModuleList(
@@ -75,6 +78,14 @@ class RNAFM(nn.Module):
             for _ in range(config.depth)
         )
         self.heads = GeneTokenHeads(self.layout, hid, config.implementation, config.head_modulation)
+
+    def train(self, mode: bool = True) -> RNAFM:
+        """Train mode, except a frozen image path (no trainable weights) stays in eval mode."""
+        super().train(mode)
+        frozen = not any(p.requires_grad for p in self.image.parameters())
+        if mode and frozen:
+            self.image.eval()
+        return self
 
     @property
     def n_genes(self) -> int:
@@ -97,8 +108,17 @@ class RNAFM(nn.Module):
         """
         vec, toks, bias = self.image(clusters, sizes)  # (B, H), (B, K, H), (B, K)
         cond = Condition(vec, toks, bias) if self.config.cross_attention else Condition(vec)
-        if drop is None:
-            return cond
+        return cond if drop is None else self.drop_condition(cond, drop)
+
+    def predict_slide(self, cond: Condition) -> Tensor:
+        """The slide head's direct estimate (B, G) of the z-scored expression."""
+        if self.slide_head is None:
+            raise ValueError("this model has no slide head (model.slide_head = false)")
+        return self.slide_head(cond.vec)  # (B, G)
+
+    def drop_condition(self, cond: Condition, drop: Tensor) -> Condition:
+        """Replace rows where ``drop`` (B,) is True by the learned null condition."""
+        vec, toks, bias = cond.vec, cond.tokens, cond.token_bias
         drop = drop.to(device=vec.device, dtype=torch.bool)  # (B,)
         vec = torch.where(drop[:, None], self.null_vec.to(vec.dtype), vec)  # (B, H)
         if cond.tokens is None:

@@ -147,11 +147,7 @@ class Predictor:
             device=self.device,
             antithetic=self.config.antithetic,
         )  # (n, S, G)
-        log2 = self.targets.transform.to_log2(
-            x,
-            self.targets.prior_z(data.clusters, data.sizes),
-            blend=float(self.calibration.get("blend", 1.0)),
-        )  # (n, S, G)
+        log2 = self._to_log2(x, data)  # (n, S, G)
         cal_level = float(self.calibration["level"])
         q = float(self.calibration["multiplier"])
         if level is not None and abs(level - cal_level) > 1e-9:
@@ -165,6 +161,26 @@ class Predictor:
             draws=log2.astype(np.float32) if keep_draws else None,
             level=level or cal_level,
         )
+
+    def _to_log2(self, x: np.ndarray, data) -> np.ndarray:
+        """Model-space draws (n, S, G) -> log2(x+1) draws with the run's calibrated mean
+        components (prior, flow blend, slide head) and spread."""
+        from rnafm.flow.draws import slide_estimates
+        from rnafm.training.targets import Spread
+
+        cal = self.calibration
+        weight = float(cal.get("head_weight", 0.0))
+        head_z = None
+        if weight > 0:
+            head_z = slide_estimates(self.model, data.clusters, data.sizes, device=self.device)
+        return self.targets.transform.to_log2(
+            x,
+            self.targets.prior_z(data.clusters, data.sizes),
+            blend=float(cal.get("blend", 1.0)),
+            head_z=head_z,
+            head_weight=weight if head_z is not None else 0.0,
+            spread=Spread.from_dict(cal.get("spread")),
+        )  # (n, S, G)
 
     def load_data(self, features, *, reference=None, slides=None):
         """Cohort data for ``features`` restricted to ``reference`` / ``slides`` (None: all)."""

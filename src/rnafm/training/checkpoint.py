@@ -33,6 +33,7 @@ class LoopState:
     every: int = 1
     planned: bool = False
     finished: bool = False
+    image_path: dict | None = None  # the image-path regression's summary (fit_image_path)
 
 
 def save_weights(module: torch.nn.Module, path: Path) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rnafm._io import write_json
-from rnafm.errors import InputError
+from rnafm.errors import InputError, RnafmError
 from rnafm.runtime import autocast, resolve_device
 from rnafm.training import ddp
 from rnafm.training.checkpoint import (
@@ -70,6 +70,7 @@ class _Session:
     ckpt: Path
     data_key: dict[str, Any]  # fingerprint of the training data stored in the checkpoint
     budget: float = math.inf  # seconds of training loop (inf: none)
+    head_target: torch.Tensor | None = None  # (n, G) z, while the slide head still trains
 
 
 def process_context(config: TrainConfig) -> ddp.DistContext:
@@ -138,8 +139,17 @@ def _train_epoch(s: _Session, state: LoopState) -> tuple[float, float]:
         idx = batch.to(xs.device)  # (B,)
         lr = set_lr(opt, state.step, plan_steps, s.config)
         drop = model.draw_dropout(idx.numel(), generator=noise_gen)  # (B,) always passed
+        head = None if s.head_target is None else s.head_target[idx]  # (B, G)
         with autocast(xs.device):
-            loss = s.step_fn(xs[idx], ss[idx], drop, ys[idx], generator=noise_gen)  # ()
+            loss = s.step_fn(
+                xs[idx], ss[idx], drop, ys[idx], generator=noise_gen, head_target=head
+            )  # ()
+        if not torch.isfinite(loss):
+            raise RnafmError(
+                f"the training loss is {float(loss)} at step {state.step} (epoch {state.epoch}); "
+                "lower optim.lr (e.g. --lr 3e-4), check the features and expression for extreme "
+                "values, and restart with --no-resume."
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
@@ -196,7 +206,7 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
             val, aligned_expression(val, genes, "validation"), targets, config, device
         )
     s = _session(out, train, val, tokens, y_model, validator, config, ctx, device)
-    state = _start(s, time_limit_s)
+    state = _start(s, time_limit_s, targets.norm.forward(y_tr))
     _run_loop(s, state)
     if not ctx.is_main:
         ddp.barrier(ctx)  # wait for rank 0 to select, calibrate and write the run
@@ -243,7 +253,7 @@ def _session(out, train, val, tokens, y_model, validator, config, ctx, device) -
     n, k, d = train.clusters.shape
     model = build_model(tokens, feature_dim=d, n_clusters=k, config=config.model).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    step_fn = ddp.wrap_model(FlowMatchingStep(model), ctx)  # DDP for several ranks
+    step_fn = FlowMatchingStep(model)  # wrapped in DDP by _start, once the image path is set
     opt = make_optimizer(model, config)
     gens = (
         torch.Generator().manual_seed(config.seed),
@@ -275,8 +285,9 @@ def _session(out, train, val, tokens, y_model, validator, config, ctx, device) -
     )  # fmt: skip
 
 
-def _start(s: _Session, time_limit_s: float | None) -> LoopState:
-    """Resume from the checkpoint (or clear a stale run) and fix the time budget."""
+def _start(s: _Session, time_limit_s: float | None, z_train: np.ndarray) -> LoopState:
+    """Resume from the checkpoint (or clear a stale run, then train the image path) and fix
+    the time budget."""
     config, ctx, out = s.config, s.ctx, s.out
     state = LoopState(plan_epochs=config.optim.epochs)
     resume = ddp.broadcast_object(config.resume and s.ckpt.is_file(), ctx)  # rank 0's view
@@ -285,14 +296,54 @@ def _start(s: _Session, time_limit_s: float | None) -> LoopState:
         if ctx.is_main:
             truncate_history(out, state.step)
         logger.info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
-    elif ctx.is_main:
-        for stale in (HISTORY, WEIGHTS, CALIBRATION, VAL_METRICS, CHECKPOINT):
-            (out / stale).unlink(missing_ok=True)
+    else:
+        if ctx.is_main:
+            for stale in (HISTORY, WEIGHTS, CALIBRATION, VAL_METRICS, CHECKPOINT):
+                (out / stale).unlink(missing_ok=True)
+        state.image_path = _train_image_path(s, z_train)
+    model = s.parts.model
+    if model.slide_head is not None and config.image.freeze_image and state.image_path:
+        model.image.requires_grad_(False)
+        model.slide_head.requires_grad_(False)
+    elif model.slide_head is not None:  # the head keeps learning beside the flow
+        s.head_target = torch.as_tensor(z_train, dtype=torch.float32, device=s.tensors[0].device)
+    s.step_fn = ddp.wrap_model(s.step_fn, ctx)  # DDP sees only the weights still trained
     limit = config.optim.max_minutes * 60 if config.optim.max_minutes else math.inf
     if time_limit_s is not None:
         limit = min(limit, state.elapsed + time_limit_s)
     s.budget = limit
     return state
+
+
+def _train_image_path(s: _Session, z_train: np.ndarray) -> dict | None:
+    """Regress z on the slides with the image encoder + slide head (rank 0; all ranks get the
+    weights), and copy them into the EMA. None for a model without a slide head."""
+    from rnafm.training.image_path import fit_image_path, image_state
+
+    model, ctx = s.parts.model, s.ctx
+    if model.slide_head is None or s.config.image.head_epochs == 0:
+        return None
+    result = None
+    if ctx.is_main:
+        val = None
+        if s.validator is not None:
+            v, dev = s.validator.val, s.tensors[0].device
+            val = (
+                torch.as_tensor(v.clusters, device=dev),  # (m, K, D)
+                torch.as_tensor(v.sizes, device=dev),  # (m, K)
+                s.validator.targets.norm.forward(s.validator.y),  # (m, G)
+            )
+        z = torch.as_tensor(z_train, dtype=torch.float32, device=s.tensors[0].device)  # (n, G)
+        info = fit_image_path(
+            model, s.tensors[0], s.tensors[1], z, val=val, config=s.config, seed=s.config.seed
+        )
+        weights = {k: v.cpu() for k, v in image_state(model).items()}
+        result = (info, weights)
+        logger.info("image path trained: %s", info)
+    info, weights = ddp.broadcast_object(result, ctx)
+    model.load_state_dict(weights, strict=False)
+    s.parts.ema.load_state_dict(model.state_dict())
+    return info
 
 
 def _run_loop(s: _Session, state: LoopState) -> None:
@@ -383,7 +434,11 @@ def _finish(out, ema, validator, config, device, state) -> Path:
 
     if validator is None or not (out / WEIGHTS).is_file():
         save_weights(ema, out / WEIGHTS)
-        cal = uncalibrated(config, "no validation split: Gaussian interval, not calibrated")
+        cal = uncalibrated(
+            config,
+            "no validation split: Gaussian interval, not calibrated",
+            head=getattr(ema, "slide_head", None) is not None,
+        )
     else:
         ema.load_state_dict(load_file(str(out / WEIGHTS), device=str(device)))
         cal = validator.calibrate(ema)
@@ -397,9 +452,19 @@ def _finish(out, ema, validator, config, device, state) -> Path:
         "epochs": state.epoch,
         "train_seconds": round(state.elapsed, 1),
         "n_val": 0 if validator is None else len(validator.val.slide_ids),
+        "image_path": state.image_path,
         **{
             k: cal[k]
-            for k in ("blend", "pcc_mean", "coverage_raw", "coverage_calibrated")
+            for k in (
+                "blend",
+                "head_weight",
+                "spread_power",
+                "pcc_mean",
+                "pcc_by_component",
+                "coverage_raw",
+                "coverage_calibrated",
+                "coverage_crossfit",
+            )
             if k in cal
         },
     }

@@ -58,6 +58,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.heads": 8,
         "model.image_heads": 8,
         "model.cluster_index_embedding": True,
+        "model.cluster_size_weights": False,
+        "model.pool_heads": 0,
+        "model.encoder_dropout": 0.0,
+        "model.slide_head": False,
         "calibration.method": "none",
     },
 }

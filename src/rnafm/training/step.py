@@ -46,9 +46,20 @@ class FlowMatchingStep(nn.Module):
         generator: torch.Generator | None = None,
         x0: Tensor | None = None,
         t: Tensor | None = None,
+        head_target: Tensor | None = None,
     ) -> Tensor:
-        """Scalar loss for cluster means (B, K, D), sizes (B, K), drop (B,) and targets (B, G)."""
+        """Scalar loss for cluster means (B, K, D), sizes (B, K), drop (B,) and targets (B, G).
+
+        With ``head_target`` (B, G), the z-scored expression, the slide head's squared error on
+        the undropped condition is added (direct supervision of the image path); a model
+        without a slide head ignores it.
+        """
         from rnafm.flow import flow_matching_loss
 
-        cond = self.model.encode_condition(clusters, sizes, drop)  # Condition: vec (B, H)
-        return flow_matching_loss(self.model, x1, cond, generator=generator, x0=x0, t=t)  # ()
+        full = self.model.encode_condition(clusters, sizes)  # Condition: vec (B, H)
+        cond = self.model.drop_condition(full, drop)  # null rows where drop
+        loss = flow_matching_loss(self.model, x1, cond, generator=generator, x0=x0, t=t)  # ()
+        if head_target is not None and getattr(self.model, "slide_head", None) is not None:
+            est = self.model.predict_slide(full)  # (B, G)
+            loss = loss + torch.mean((est.float() - head_target) ** 2)  # ()
+        return loss

@@ -13,9 +13,44 @@ from rnafm.training.config import PriorKind, TrainConfig
 from rnafm.training.prior import RidgePrior, cross_fit_ridge, pool_clusters
 from rnafm.training.run import NORMALISATION, PRIOR, Normalisation
 
-__all__ = ["OutputTransform", "Targets", "aligned_expression", "prepare_targets", "load_targets"]
+__all__ = [
+    "OutputTransform",
+    "Spread",
+    "Targets",
+    "aligned_expression",
+    "prepare_targets",
+    "load_targets",
+]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Spread:
+    """Per-gene scale and slide-specific shape of the predictive spread (z units).
+
+    The draws' deviations from their mean are rescaled so that a slide's std of gene g is
+    ``gene_scale[g] * (flow_std[g] / flow_ref[g]) ** power``: ``gene_scale`` matches the
+    held-out residual scale of each gene, and ``power`` (chosen on validation) says how much
+    of the flow's slide-specific spread is kept (0: none, 1: all of it).
+    """
+
+    gene_scale: np.ndarray  # float64 (G,)
+    flow_ref: np.ndarray  # float64 (G,) mean flow std over validation slides (model space)
+    power: float
+
+    def to_dict(self) -> dict:
+        return {
+            "gene_scale": [float(v) for v in self.gene_scale],
+            "flow_ref": [float(v) for v in self.flow_ref],
+            "power": float(self.power),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Spread | None:
+        if not d:
+            return None
+        return cls(np.asarray(d["gene_scale"]), np.asarray(d["flow_ref"]), float(d["power"]))
 
 
 @dataclass
@@ -31,21 +66,38 @@ class OutputTransform:
     res_scale: np.ndarray  # float64 (G,)
 
     def to_log2(
-        self, x: np.ndarray, prior_z: np.ndarray | None, *, blend: float = 1.0
+        self,
+        x: np.ndarray,
+        prior_z: np.ndarray | None,
+        *,
+        blend: float = 1.0,
+        head_z: np.ndarray | None = None,
+        head_weight: float = 0.0,
+        spread: Spread | None = None,
     ) -> np.ndarray:
         """Model-space draws (n, S, G) and prior z (n, G) -> log2(x+1) draws (n, S, G).
 
         With a prior, ``blend`` shrinks the flow's mean correction towards the prior (chosen
-        on validation): draws become ``prior + scale (blend mean_x + (x - mean_x))``, so their
-        spread is unchanged and their mean is ``prior + blend scale mean_x``.
+        on validation): the flow's mean becomes ``prior + blend scale mean_x``. With the slide
+        head's estimate ``head_z`` (n, G), the predictive mean is ``(1 - head_weight)`` times
+        that plus ``head_weight`` times the head. The draws keep the flow's deviations from
+        their mean, in ``res_scale`` units or, with ``spread``, rescaled by it.
         """
-        if prior_z is not None and blend != 1.0:
-            mean_x = x.mean(axis=1, keepdims=True)  # (n, 1, G)
-            x = x + (blend - 1.0) * mean_x  # (n, S, G)
-        z = x * self.res_scale  # (n, S, G)
+        mean_x = x.mean(axis=1, keepdims=True)  # (n, 1, G)
+        dev = x - mean_x  # (n, S, G)
+        centre = mean_x * self.res_scale  # (n, 1, G)
         if prior_z is not None:
-            z = z + prior_z[:, None, :]  # (n, S, G)
-        return z * self.std + self.mean  # (n, S, G)
+            centre = prior_z[:, None, :] + blend * centre  # (n, 1, G)
+        if head_z is not None and head_weight > 0:
+            centre = (1.0 - head_weight) * centre + head_weight * head_z[:, None, :]  # (n, 1, G)
+        if spread is None:
+            dev = dev * self.res_scale  # (n, S, G)
+        else:
+            sd = dev.std(axis=1, ddof=1, keepdims=True) if x.shape[1] > 1 else np.ones_like(centre)
+            sd = np.maximum(sd, 1e-8)  # (n, 1, G)
+            shape = (sd / np.maximum(spread.flow_ref, 1e-8)) ** spread.power  # (n, 1, G)
+            dev = dev / sd * spread.gene_scale * shape  # (n, S, G)
+        return (centre + dev) * self.std + self.mean  # (n, S, G)
 
 
 def aligned_expression(data, genes: list[str], what: str) -> np.ndarray:

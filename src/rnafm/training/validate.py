@@ -1,41 +1,61 @@
-"""Validation during training: multi-draw PCC for model selection, blend choice, calibration."""
+"""Validation during training: multi-draw PCC for model selection, the predictive mean's
+components, the interval's spread and its calibration."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
-from rnafm.flow.draws import draw_samples, summarise
-from rnafm.metrics import conformal_multiplier, coverage, gaussian_multiplier, mean_pcc
+from rnafm.flow.draws import draw_samples, slide_estimates, summarise
+from rnafm.metrics import (
+    conformal_multiplier,
+    coverage,
+    crps_gaussian,
+    gaussian_multiplier,
+    mean_pcc,
+)
 from rnafm.training.config import CalibrationMethod, TrainConfig
-from rnafm.training.targets import Targets
+from rnafm.training.targets import Spread, Targets
 
 __all__ = ["Validator", "uncalibrated"]
 
 
-def uncalibrated(config: TrainConfig, note: str) -> dict:
-    """calibration.json content without a validation split: Gaussian interval, no blend."""
+def uncalibrated(config: TrainConfig, note: str, *, head: bool = False) -> dict:
+    """calibration.json without a validation split: Gaussian interval, the prior as the mean
+    (blend 0) or, with a slide head, the average of the prior and the head."""
     z = gaussian_multiplier(config.calibration.level)
     return {
         "level": config.calibration.level,
         "method": CalibrationMethod.NONE.value,
         "gaussian_multiplier": z,
         "multiplier": z,
-        "blend": 1.0,
+        "blend": 0.0 if config.prior.kind.value != "none" else 1.0,
+        "head_weight": 0.5 if head else 0.0,
         "note": note,
     }
+
+
+def _halves(patients: list[str], seed: int) -> np.ndarray:
+    """bool (n,): which slides fall in the first of two patient-disjoint halves."""
+    uniq = sorted(set(patients))
+    first = set(np.random.default_rng(seed).permutation(uniq)[: len(uniq) // 2])
+    return np.array([p in first for p in patients])
 
 
 class Validator:
     """Scores an (EMA) model on the validation split.
 
     The selection metric is the mean per-gene PCC of the mean of several draws (antithetic
-    pairs), not of one noisy draw. With a ridge prior the flow's mean correction is also
-    shrunk by a factor ``blend`` in ``validation.blends``; the best blend's PCC is the metric.
+    pairs), not of one noisy draw. With a ridge prior the flow's mean correction is shrunk by
+    a factor ``blend`` in ``validation.blends``; with a slide head its estimate is mixed in
+    with a weight in ``validation.head_weights``; the best combination's PCC is the metric.
     """
 
     def __init__(self, val, y_val: np.ndarray, targets: Targets, config: TrainConfig, device):
         self.val = val
         self.y = y_val  # (n, G) log2(x+1)
+        self.z = targets.norm.forward(y_val)  # (n, G)
         self.targets = targets
         self.config = config
         self.device = device
@@ -44,9 +64,7 @@ class Validator:
         self.blends = tuple(v.blends) if self.prior_z is not None else (1.0,)
         update = {} if v.steps is None else {"steps": v.steps}
         self.sampler = config.sampler.model_copy(update=update)
-        self.prior_pcc = (
-            None if self.prior_z is None else mean_pcc(targets.norm.inverse(self.prior_z), y_val)
-        )
+        self.prior_pcc = None if self.prior_z is None else mean_pcc(self.prior_z, self.z)
 
     def _draws(self, model, *, draws: int, sampler, seed: int) -> np.ndarray:
         return draw_samples(
@@ -60,52 +78,110 @@ class Validator:
             antithetic=self.config.antithetic,
         )  # (n, S, G)
 
-    def _by_blend(self, x: np.ndarray) -> dict[float, float]:
-        """Mean per-gene PCC of the predictive mean for every blend."""
+    def _grid(self, x: np.ndarray, head_z: np.ndarray | None) -> dict[tuple[float, float], float]:
+        """Mean per-gene PCC of the predictive mean for every (blend, head weight)."""
+        weights = tuple(self.config.validation.head_weights) if head_z is not None else (0.0,)
+        x_mean = x.mean(axis=1, keepdims=True)  # (n, 1, G): the draws' mean is all that matters
         out = {}
-        for b in self.blends:
-            log2 = self.targets.transform.to_log2(x, self.prior_z, blend=b)  # (n, S, G)
-            out[b] = mean_pcc(log2.mean(axis=1), self.y)
+        for b, w in itertools.product(self.blends, weights):
+            log2 = self.targets.transform.to_log2(
+                x_mean, self.prior_z, blend=b, head_z=head_z, head_weight=w
+            )  # (n, 1, G)
+            out[(b, w)] = mean_pcc(log2[:, 0], self.y)
         return out
 
     def score(self, model) -> dict:
-        """Selection metric of ``model``: best-blend PCC with the validation sampler.
+        """Selection metric of ``model``: the best combination's PCC with the validation sampler.
 
-        Blend 0 (the prior alone) does not depend on the weights, so it is left out of the
-        selection metric; it stays a candidate when the final blend is chosen (calibrate).
+        Combinations without the flow's mean (blend 0) do not depend on the flow's weights, so
+        they are left out of the selection metric; they stay candidates when the final mean is
+        chosen (calibrate).
         """
         x = self._draws(
             model, draws=self.config.validation.draws, sampler=self.sampler, seed=self.config.seed
         )
-        by = self._by_blend(x)
-        candidates = [b for b in by if b > 0] or list(by)
-        best = max(candidates, key=lambda b: (by[b], b))
-        return {"val_pcc": by[best], "val_blend": best, "val_pcc_flow": by[max(self.blends)]}
+        head_z = slide_estimates(model, self.val.clusters, self.val.sizes, device=self.device)
+        grid = self._grid(x, head_z)
+        candidates = [k for k in grid if k[0] > 0] or list(grid)
+        best = max(candidates, key=lambda k: (grid[k], k[0], -k[1]))
+        return {
+            "val_pcc": grid[best],
+            "val_blend": best[0],
+            "val_head_weight": best[1],
+            "val_pcc_flow": grid[(max(self.blends), 0.0)],
+            **({} if head_z is None else {"val_pcc_head": mean_pcc(head_z, self.z)}),
+        }
+
+    def _spread(self, x: np.ndarray, centre_log2: np.ndarray) -> tuple[Spread, dict]:
+        """Per-gene scale and flow-shape power of the spread, chosen by the validation CRPS."""
+        err = self.z - self.targets.norm.forward(centre_log2)  # (n, G) z units
+        flow_sd = np.maximum(x.std(axis=1, ddof=1), 1e-8)  # (n, G) model space
+        ref = flow_sd.mean(axis=0)  # (G,)
+        base = self.targets.transform.res_scale  # (G,) cross-fitted residual scale
+        scores = {}
+        for p in self.config.validation.spread_powers:
+            shape = base * (flow_sd / ref) ** p  # (n, G)
+            k = float(np.sqrt(np.mean((err / shape) ** 2)))  # one factor: shape -> residual scale
+            scores[p] = float(np.mean(crps_gaussian(err, 0.0, k * shape)))
+        power = min(scores, key=lambda p: (scores[p], p))
+        shape = base * (flow_sd / ref) ** power
+        k = float(np.sqrt(np.mean((err / shape) ** 2)))
+        return Spread(gene_scale=k * base, flow_ref=ref, power=power), scores
 
     def calibrate(self, model) -> dict:
-        """Blend and conformal interval multiplier from draws of the run's own sampler."""
+        """Mean components, spread and conformal multiplier from draws of the run's sampler."""
         cal = self.config.calibration
         x = self._draws(model, draws=cal.draws, sampler=self.config.sampler, seed=self.config.seed)
-        by = self._by_blend(x)
-        blend = max(by, key=lambda b: (by[b], b))
-        log2 = self.targets.transform.to_log2(x, self.prior_z, blend=blend)  # (n, S, G)
+        head_z = slide_estimates(model, self.val.clusters, self.val.sizes, device=self.device)
+        grid = self._grid(x, head_z)
+        blend, weight = max(grid, key=lambda k: (grid[k], k[0], -k[1]))
+        mix = {"blend": blend, "head_z": head_z, "head_weight": weight}
+        plain = self.targets.transform.to_log2(x, self.prior_z, **mix)  # (n, S, G)
+        spread, crps_by_power = self._spread(x, plain.mean(axis=1))
+        log2 = self.targets.transform.to_log2(x, self.prior_z, spread=spread, **mix)
         z = gaussian_multiplier(cal.level)
         s = summarise(log2, level=cal.level)
         mean, std = s["mean"], s["std"]  # (n, G) each
-        q = z
+        q, held_out = z, None
         if cal.method is CalibrationMethod.GLOBAL:
             q = conformal_multiplier(self.y, mean, std, cal.level)
+            held_out = self._crossfit_coverage(mean, std, cal.level)
+        components = {"prior": self.prior_pcc, "flow": grid[(max(self.blends), 0.0)]}
+        if head_z is not None:
+            components["head"] = mean_pcc(head_z, self.z)
         return {
             "level": cal.level,
             "method": cal.method.value,
             "gaussian_multiplier": z,
             "multiplier": q,
             "blend": blend,
-            "pcc_by_blend": {str(k): v for k, v in by.items()},
+            "head_weight": weight,
+            "spread_power": spread.power,
+            "spread": spread.to_dict(),
+            "crps_by_spread_power": {str(k): v for k, v in crps_by_power.items()},
+            "pcc_by_component": components,
+            "pcc_by_blend": {f"{b}/{w}": v for (b, w), v in grid.items()},
             "draws": cal.draws,
+            "sampler": self.config.sampler.model_dump(mode="json"),
             "n_slides": len(self.val.slide_ids),
-            "pcc_mean": by[blend],
+            "pcc_mean": grid[(blend, weight)],
+            "pcc_mean_note": "selected on this validation split (optimistic)",
             "prior_pcc": self.prior_pcc,
             "coverage_raw": coverage(self.y, mean - z * std, mean + z * std),
             "coverage_calibrated": coverage(self.y, mean - q * std, mean + q * std),
+            "coverage_calibrated_note": "on the split the multiplier was fitted on",
+            "coverage_crossfit": held_out,
         }
+
+    def _crossfit_coverage(self, mean, std, level: float) -> float | None:
+        """Coverage of the conformal interval with the multiplier fitted on the other half of
+        the validation patients (two patient-disjoint halves): a held-out estimate."""
+        half = _halves(list(self.val.patient_ids), self.config.seed)
+        if half.all() or not half.any():
+            return None
+        hits = []
+        for fit, test in ((half, ~half), (~half, half)):
+            q = conformal_multiplier(self.y[fit], mean[fit], std[fit], level)
+            lo, hi = mean[test] - q * std[test], mean[test] + q * std[test]
+            hits.append(coverage(self.y[test], lo, hi) * test.sum())
+        return float(sum(hits) / len(half))

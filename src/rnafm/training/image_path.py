@@ -1,0 +1,111 @@
+"""Direct supervision of the image path: the condition encoder as an attention-MIL regressor.
+
+Before the flow learns, the model's image encoder (cluster tokens, gated attention pooling with
+a log-size bias) and its slide head are trained to predict the z-scored expression of each
+training slide (mean squared error), early-stopped on the validation split's mean per-gene PCC.
+They are then frozen (``image.freeze_image``), so the flow is conditioned on a slide embedding
+that already encodes the slide's expression, and the head's estimate is a candidate for the
+predictive mean (its weight is chosen on validation).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from rnafm.errors import RnafmError
+from rnafm.metrics import mean_pcc
+
+__all__ = ["fit_image_path", "image_state"]
+
+logger = logging.getLogger(__name__)
+
+_PREFIXES = ("image.", "slide_head.")
+
+
+def image_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the image encoder's and slide head's weights."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith(_PREFIXES)}
+
+
+def _val_pcc(model, val: tuple[torch.Tensor, torch.Tensor, np.ndarray]) -> float:
+    model.eval()
+    with torch.no_grad():
+        est = model.predict_slide(model.encode_condition(val[0], val[1]))  # (m, G)
+    return mean_pcc(est.float().cpu().numpy(), val[2])
+
+
+def fit_image_path(
+    model: torch.nn.Module,
+    clusters: torch.Tensor,
+    sizes: torch.Tensor,
+    z: torch.Tensor,
+    *,
+    val: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None,
+    config,
+    seed: int,
+) -> dict:
+    """Train ``model.image`` and ``model.slide_head`` to regress z (n, G) on the slides.
+
+    Parameters
+    ----------
+    model
+        An :class:`rnafm.model.RNAFM` with a slide head.
+    clusters, sizes, z
+        Training cluster means (n, K, D), sizes (n, K) and z-scored expression (n, G).
+    val
+        Validation (clusters, sizes, z as numpy) for early stopping, or None (all epochs).
+    config
+        :class:`rnafm.training.config.TrainConfig`; uses ``image`` and ``optim.batch_size``.
+    seed
+        Seed of the batch order.
+
+    Returns
+    -------
+    dict
+        ``{"epochs": run, "best_epoch": ..., "val_pcc": best validation PCC or None}``.
+    """
+    c = config.image
+    params = [p for n, p in model.named_parameters() if n.startswith(_PREFIXES)]
+    opt = torch.optim.AdamW(params, lr=c.head_lr, weight_decay=c.head_weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    n, batch = clusters.shape[0], config.optim.batch_size
+    best, best_epoch, bad, state, epoch = -math.inf, c.head_epochs, 0, None, 0
+    for epoch in range(1, c.head_epochs + 1):
+        model.train()
+        for idx in torch.randperm(n, generator=gen).split(batch):
+            idx = idx.to(clusters.device)  # (B,)
+            est = model.predict_slide(model.encode_condition(clusters[idx], sizes[idx]))  # (B, G)
+            loss = torch.mean((est.float() - z[idx]) ** 2)  # ()
+            if not torch.isfinite(loss):
+                raise RnafmError(
+                    f"the image-path regression diverged (loss {float(loss)}) at epoch {epoch}; "
+                    "lower image.head_lr or check the features for extreme values."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if val is None or epoch % c.head_every:
+            continue
+        score = _val_pcc(model, val)
+        logger.info("image path: epoch %d, validation PCC %.4f", epoch, score)
+        if score > best:
+            best, best_epoch, bad, state = score, epoch, 0, image_state(model)
+        else:
+            bad += 1
+            if bad >= c.head_patience:
+                break
+    if state is not None:
+        model.load_state_dict(state, strict=False)
+    if c.freeze_image:
+        model.image.requires_grad_(False)
+        model.slide_head.requires_grad_(False)
+    model.eval()
+    return {
+        "epochs": epoch,
+        "best_epoch": best_epoch,
+        "val_pcc": None if val is None else float(best),
+    }
