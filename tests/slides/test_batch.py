@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import time
 
 import pytest
 
@@ -90,20 +92,39 @@ def test_locked_slide_is_left_to_its_owner(cohort_dir, tmp_path):
     with slide_lock(out / "tiles" / ".locks", "a_40x"):
         report = tile_slides(cohort_dir, out, CFG)
     assert {j.slide_id: j.status for j in report.jobs}["a_40x"] == JobStatus.LOCKED
-    assert report.ok and not (out / "tiles" / "a_40x.h5").exists()
+    assert not report.ok and not (out / "tiles" / "a_40x.h5").exists()  # not done: no success
+    assert [j.slide_id for j in report.locked] == ["a_40x"]
 
 
 def test_stale_lock_of_a_dead_process_is_broken(tmp_path):
     locks = tmp_path / "locks"
     locks.mkdir()
-    import socket
-
     (locks / "s.lock").write_text(
         json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "time": 0})
     )
     with slide_lock(locks, "s") as p:
         assert json.loads(p.read_text())["pid"] == os.getpid()
     assert not (locks / "s.lock").exists()
+
+
+def test_lock_of_another_host_expires_after_the_timeout(tmp_path, monkeypatch):
+    from rnafm.slides.jobs import SlideLocked, lock_timeout_s
+
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    lock = locks / "s.lock"
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere.invalid", "time": 0}))
+    os.utime(lock, (time.time() - 2 * 3600, time.time() - 2 * 3600))  # written 2 h ago
+    monkeypatch.delenv("RNAFM_LOCK_TIMEOUT_HOURS", raising=False)
+    assert lock_timeout_s() == 6 * 3600  # well below a day
+    with pytest.raises(SlideLocked), slide_lock(locks, "s"):
+        pass
+    monkeypatch.setenv("RNAFM_LOCK_TIMEOUT_HOURS", "1")
+    with slide_lock(locks, "s") as p:
+        assert json.loads(p.read_text())["host"] == socket.gethostname()
+    monkeypatch.setenv("RNAFM_LOCK_TIMEOUT_HOURS", "soon")
+    with pytest.raises(InputError, match="RNAFM_LOCK_TIMEOUT_HOURS"):
+        lock_timeout_s()
 
 
 def test_resolve_slides_from_csv_folders_and_files(cohort_dir, tmp_path):

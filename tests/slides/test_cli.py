@@ -98,3 +98,16 @@ def test_preprocess_console_script_feeds_training(slides, tmp_path):
     res = subprocess.run(cmd + args, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr
     assert "2 skipped" in res.stdout
+
+
+def test_tile_exit_status_when_a_slide_is_locked(slides, tmp_path):
+    from rnafm.slides.jobs import slide_lock
+
+    (slides / "broken.svs").unlink()
+    out = tmp_path / "out"
+    with slide_lock(out / "tiles" / ".locks", "s20"):
+        res = CliRunner().invoke(
+            cli, ["tile", str(slides), "--out", str(out), "--mag", "20", "--no-progress"]
+        )
+    assert res.exit_code == 3, res.output
+    assert "1 slide(s) not processed: locked by another process (e.g. s20)" in res.output

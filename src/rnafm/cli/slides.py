@@ -111,6 +111,15 @@ def _finish(*reports: Any) -> None:
         where = next((r.failures_path for r in reports if r is not None and r.failures_path), None)
         click.echo(f"{len(failed)} slide(s) failed; reasons in {where}", err=True)
         raise SystemExit(1)
+    locked = [j for r in reports if r is not None for j in r.locked]
+    if locked:
+        click.echo(
+            f"{len(locked)} slide(s) not processed: locked by another process (e.g. "
+            f"{locked[0].slide_id}); rerun when it has finished. A lock of a dead process on "
+            "another host expires after $RNAFM_LOCK_TIMEOUT_HOURS (default 6) hours.",
+            err=True,
+        )
+        raise SystemExit(3)
 
 
 @click.command("tile")

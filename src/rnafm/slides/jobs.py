@@ -24,12 +24,36 @@ __all__ = [
     "resolve_slides",
     "slide_lock",
     "SlideLocked",
+    "lock_timeout_s",
     "update_failures",
 ]
 
 log = logging.getLogger(__name__)
 
 FAILURES_FILE = "failures.json"
+LOCK_TIMEOUT_ENV = "RNAFM_LOCK_TIMEOUT_HOURS"
+_LOCK_TIMEOUT_HOURS = 6.0
+
+
+def lock_timeout_s() -> float:
+    """Age in seconds after which a slide lock is stale whoever holds it: ``$RNAFM_LOCK_TIMEOUT_HOURS``
+    hours (default 6; locks of dead processes on this host are broken at once).
+
+    Raises
+    ------
+    InputError
+        The variable is not a positive number.
+    """
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    if raw is None or not raw.strip():
+        return _LOCK_TIMEOUT_HOURS * 3600
+    try:
+        hours = float(raw)
+    except ValueError:
+        hours = -1.0
+    if not hours > 0:
+        raise InputError(f"{LOCK_TIMEOUT_ENV}={raw!r}: expected a positive number of hours")
+    return hours * 3600
 
 
 class JobStatus(str, Enum):
@@ -71,9 +95,14 @@ class CohortReport:
         return [j for j in self.jobs if j.status == JobStatus.FAILED]
 
     @property
+    def locked(self) -> list[SlideJob]:
+        """Slides left alone because another process holds their lock (not done by this run)."""
+        return [j for j in self.jobs if j.status == JobStatus.LOCKED]
+
+    @property
     def ok(self) -> bool:
-        """True when no slide failed."""
-        return not self.failed
+        """True when every slide is done or was already complete (none failed or locked)."""
+        return not self.failed and not self.locked
 
     def summary(self) -> str:
         parts = [f"{self.count(s)} {s.value}" for s in JobStatus if self.count(s)]
@@ -161,18 +190,20 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def slide_lock(lock_dir: Path, slide_id: str, *, stale_s: float = 24 * 3600) -> Iterator[Path]:
+def slide_lock(lock_dir: Path, slide_id: str, *, stale_s: float | None = None) -> Iterator[Path]:
     """Hold ``<lock_dir>/<slide>.lock`` for the duration of the block.
 
-    The lock file is created exclusively (``O_EXCL``), so several processes (on one machine or
-    on a shared file system) can work on one output folder. A lock whose owner process on this
-    host is gone, or older than ``stale_s`` seconds, is broken.
+    The lock file is created exclusively (``O_EXCL``) and records the owner's host, pid and start
+    time, so several processes (on one machine or on a shared file system) can work on one output
+    folder. A lock whose owner process on this host is gone, or older than ``stale_s`` seconds
+    (default :func:`lock_timeout_s`: a process on another host cannot be checked), is broken.
 
     Raises
     ------
     SlideLocked
         A live process holds the lock.
     """
+    stale_s = lock_timeout_s() if stale_s is None else stale_s
     lock_dir.mkdir(parents=True, exist_ok=True)
     path = lock_dir / f"{slide_id}.lock"
     me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
@@ -181,7 +212,7 @@ def slide_lock(lock_dir: Path, slide_id: str, *, stale_s: float = 24 * 3600) -> 
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             if _stale(path, stale_s):
-                log.warning("%s: breaking stale lock %s", slide_id, path)
+                log.warning("%s: breaking stale lock %s (%s)", slide_id, path, _owner(path))
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                 continue
@@ -196,6 +227,16 @@ def slide_lock(lock_dir: Path, slide_id: str, *, stale_s: float = 24 * 3600) -> 
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _owner(path: Path) -> str:
+    """``pid P on HOST since TIME`` of a lock file (what could be read)."""
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "owner unknown"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(info.get("time") or 0)))
+    return f"pid {info.get('pid')} on {info.get('host')} since {since}"
 
 
 def _stale(path: Path, stale_s: float) -> bool:
