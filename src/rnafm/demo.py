@@ -66,14 +66,14 @@ def demo_config(size: DemoSize | str = DemoSize.DEFAULT, **overrides: Any) -> De
         base: dict[str, Any] = dict(
             n_patients=60, slide_width=1280, slide_height=1024, mpp=1.0, n_genes=300, patch_size=128,
             n_clusters=64, n_folds=3, draws=8, gdc=True,
-            train={"optim.epochs": 200, "optim.max_minutes": 0.4, "model.hidden": 64, "model.depth": 2,
+            train={"optim.epochs": 110, "optim.max_minutes": None, "model.hidden": 64, "model.depth": 2,
                    "sampler.steps": 10, "validation.draws": 4, "calibration.draws": 8},
         )  # fmt: skip
     else:
         base = dict(
             n_patients=100, slide_width=3072, slide_height=2304, mpp=0.5, n_genes=1000, patch_size=256,
             n_clusters=100, n_folds=5, draws=16, gdc=True,
-            train={"optim.epochs": 300, "optim.max_minutes": 0.5, "model.hidden": 64, "model.depth": 2,
+            train={"optim.epochs": 30, "optim.max_minutes": None, "model.hidden": 64, "model.depth": 2,
                    "sampler.steps": 10, "validation.draws": 4},
         )  # fmt: skip
     base.update({k: v for k, v in overrides.items() if v is not None})
@@ -139,6 +139,7 @@ def run_demo(
     quick: bool = False,
     seed: int = 0,
     config: DemoConfig | None = None,
+    max_minutes: float | None = None,
 ) -> DemoResult:
     """Run the end-to-end demo in ``out`` and return its summary.
 
@@ -155,12 +156,17 @@ def run_demo(
         Seed of everything.
     config
         A full :class:`DemoConfig` (overrides ``quick``/``n_slides``).
+    max_minutes
+        A wall-clock budget of each RNA-FM training (``optim.max_minutes``). By default the
+        demo trains a fixed number of epochs, so its results do not depend on the machine's load.
     """
     from rnafm.synth.cohort import make_cohort
 
     cfg = config or demo_config(DemoSize.QUICK if quick else DemoSize.DEFAULT, seed=seed)
     if config is None and n_slides is not None:
         cfg = cfg.model_copy(update={"n_patients": max(10, round(n_slides / 1.2))})
+    if max_minutes is not None:
+        cfg = cfg.model_copy(update={"train": {**cfg.train, "optim.max_minutes": max_minutes}})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "demo_config.json", cfg.model_dump(mode="json"))

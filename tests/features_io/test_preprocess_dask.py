@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("rnafm.features.preprocess")
 tifffile = pytest.importorskip("tifffile")
 
 

@@ -63,11 +63,10 @@ def test_two_ranks_report_in_sync(launched: Path) -> None:
         assert report["mean_rank"] == pytest.approx(0.5)
         assert report["broadcast"] == {"from": 0}
         assert "mlp" in report["cases"]
-        if importlib.util.find_spec("rnafm.model") is not None:
-            assert "rnafm" in report["cases"]  # the real network, wrapped as one step module
-            flow = report["flow"]  # DDP(FlowMatchingStep) with dropout and per-rank noise
-            assert flow["losses_finite"] and flow["params_in_sync"]
-            assert flow["ema_in_sync"] and flow["resume_matches"]
+        assert "rnafm" in report["cases"]  # the real network, wrapped as one step module
+        flow = report["flow"]  # DDP(FlowMatchingStep) with dropout and per-rank noise
+        assert flow["losses_finite"] and flow["params_in_sync"]
+        assert flow["ema_in_sync"] and flow["resume_matches"]
         for case in report["cases"].values():
             assert case["params_in_sync"]
             assert case["resume_matches"]

@@ -152,7 +152,6 @@ def test_rank_seed_differs_per_rank() -> None:
 
 
 def test_flow_matching_step_equals_the_two_calls() -> None:
-    pytest.importorskip("rnafm.model")
     from rnafm.flow import flow_matching_loss
     from rnafm.model import ModelConfig, build_model
     from rnafm.pathways import PathwayTokens

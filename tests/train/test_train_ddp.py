@@ -109,7 +109,8 @@ def test_torchrun_train_writes_one_complete_run(ddp_run) -> None:
     assert not torch.equal(blob["rng_ranks"][0][1], blob["rng_ranks"][1][1])  # ranks draw apart
     assert blob["state"]["finished"] and blob["state"]["epoch"] == 2
     predictor = rnafm.load_model(out)
-    assert predictor is not None
+    assert predictor.genes == json.loads((out / "genes.json").read_text())
+    assert predictor.n_clusters == json.loads((out / "config.json").read_text())["n_clusters"]
 
 
 def test_torchrun_resume_and_predict(ddp_run, tmp_path: Path) -> None:

@@ -105,7 +105,16 @@ def _fmt(v: object) -> str:
 )
 @click.option("--quick", is_flag=True, help="The small size the test suite runs (about 2 minutes).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seed.")
-def demo_cmd(out: Path, n_slides: int | None, quick: bool, seed: int) -> None:
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Wall-clock budget of each RNA-FM training [default: none, a fixed number of epochs, "
+    "so results do not depend on the machine's load].",
+)
+def demo_cmd(
+    out: Path, n_slides: int | None, quick: bool, seed: int, max_minutes: float | None
+) -> None:
     """Run everything on a built-in synthetic cohort: synth, preprocess, cohort, cross-validate
     RNA-FM and baselines, predict with uncertainty, evaluate, report."""
     from rich.console import Console
@@ -113,7 +122,7 @@ def demo_cmd(out: Path, n_slides: int | None, quick: bool, seed: int) -> None:
 
     from rnafm.demo import run_demo
 
-    result = run_demo(out, n_slides=n_slides, quick=quick, seed=seed)
+    result = run_demo(out, n_slides=n_slides, quick=quick, seed=seed, max_minutes=max_minutes)
     table = Table(title="rnafm demo: patient-level cross-validation, out-of-fold")
     for col in ("model", "mean per-gene PCC", "top-100 PCC", "RMSE", "90% interval coverage"):
         table.add_column(col, justify="left" if col == "model" else "right")
