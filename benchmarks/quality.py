@@ -12,7 +12,13 @@ expression.
 
 Prints one JSON line: mean per-gene PCC over test slides for rnafm, ridge on mean tile features
 and ``oracle_ridge_pcc`` (ridge on the true per-slide tile-type shares and programme activities: a
-ceiling for models of the image), 90% interval coverage, and wall times. ``--baseline-published`` also trains the published RNA-FM recipe
+ceiling for models of the image), 90% interval coverage, and wall times. ``"models"`` scores
+the ``rnafm cv`` registry baselines ``ridge``, ``attention_mil`` and ``prior_gaussian`` (rnafm
+without the flow), fitted on the run's own training and validation patients, next to the rnafm
+run on the test slides: per-gene PCC (mean, top-100 ranked by test r and by validation r), CRPS
+(closed-form Gaussian; from the draws for rnafm; absolute error for point predictions), pooled
+Spearman(std, |error|), 90% coverage and wall time. ``--baseline-published`` also trains the
+published RNA-FM recipe
 (``rnafm.training.presets.PRESETS["published"]``) on the same split and reports it under
 ``"published"``; ``--preset`` applies a preset to the main run instead of the defaults.
 
@@ -141,6 +147,109 @@ def run_rnafm(
     }
 
 
+BASELINES = ("ridge", "attention_mil", "prior_gaussian")  # registry names (rnafm cv models)
+
+
+def split_data(root: Path, run: Path, meta: dict, te: np.ndarray, overrides: dict, genes):
+    """The cohort as ``CohortData`` (cluster cache of the run), restricted to the run's genes,
+    split into the run's training and validation patients (``split.json``) and the test slides.
+
+    Baselines fitted on these see exactly the patients the rnafm run saw.
+    """
+    from dataclasses import replace
+
+    from rnafm.cohort.dataset import load_cohort_data
+    from rnafm.cohort.reference import load_reference
+    from rnafm.training.config import TrainConfig, apply_overrides
+
+    cfg = apply_overrides(TrainConfig(), overrides)
+    ref = load_reference(root / "reference.csv", scale=cfg.expression_scale)
+    data = load_cohort_data(root / "features", reference=ref, cluster_config=cfg.clusters)
+    col = [data.genes.index(g) for g in genes]
+    data = replace(data, genes=list(genes), expression=data.expression[:, col])
+    split = json.loads((run / "split.json").read_text())
+    row = {s: i for i, s in enumerate(data.slide_ids)}
+    pids = np.asarray(data.patient_ids)
+    train = data.subset(np.flatnonzero(np.isin(pids, split["train_patients"])))
+    val = data.subset(np.flatnonzero(np.isin(pids, split["val_patients"])))
+    test = data.subset([row[meta["slide_ids"][i]] for i in te])
+    return train, (val if len(val.slide_ids) else None), test
+
+
+def score(truth, mean, *, std=None, lower=None, upper=None, level=None, draws=None, val_r=None):
+    """Per-gene PCC (mean, top-100), CRPS, pooled Spearman(std, |error|), 90% coverage.
+
+    Top-100 follows ``rnafm.metrics.top_k_summary``: ranked by test r, and by validation r
+    when ``val_r`` is given. CRPS: from draws when given, else closed-form Gaussian; a model
+    without a std is a point mass (CRPS = absolute error).
+    """
+    from rnafm.evaluate.calibration import crps_draws, gaussian_interval, std_error_spearman
+    from rnafm.metrics import coverage, crps_gaussian, per_gene_pcc, top_k_summary
+
+    truth = np.asarray(truth, dtype=np.float64)
+    r = per_gene_pcc(mean, truth)
+    by_val = None if val_r is None else top_k_summary(r, val_r, (100,))["top_100"]
+    out = {
+        "pcc_mean": float(np.nanmean(r)),
+        "pcc_top100_test_ranked": top_k_summary(r, r, (100,))["top_100"],
+        "pcc_top100_val_ranked": by_val,
+    }
+    if std is None:
+        out.update(crps=float(np.abs(truth - mean).mean()), crps_source="point")
+        out.update(std_abs_error_spearman=None, coverage90=None)
+        return out
+    if draws is not None:
+        out.update(crps=float(crps_draws(truth, draws).mean()), crps_source="draws")
+    else:
+        out.update(crps=float(crps_gaussian(truth, mean, std).mean()), crps_source="gaussian")
+    out["crps_gaussian"] = float(crps_gaussian(truth, mean, std).mean())
+    out["std_abs_error_spearman"] = std_error_spearman(truth, mean, std)["pooled"]
+    if lower is None or level is None or abs(level - 0.9) > 1e-9:
+        lower, upper = gaussian_interval(mean, std, 0.9)
+    out["coverage90"] = coverage(truth, lower, upper)
+    return out
+
+
+def run_baseline(name: str, train, val, test, *, seed: int) -> dict:
+    """Fit a ``rnafm cv`` registry model as cv does (``fit(train, val)``) and score it."""
+    from rnafm.evaluate.baselines import build_regressor
+    from rnafm.metrics import per_gene_pcc
+
+    t0 = time.perf_counter()
+    reg = build_regressor(name)
+    reg.fit(train, val, seed=seed, out=None)
+    p = reg.predict(test)
+    wall = time.perf_counter() - t0
+    val_r = None
+    if val is not None:
+        pv = getattr(reg, "val_predictions", None) or reg.predict(val)
+        val_r = per_gene_pcc(pv.mean, val.expression)
+    res = score(test.expression, p.mean, std=p.std, lower=p.lower, upper=p.upper,
+                level=p.level, val_r=val_r)  # fmt: skip
+    return {**res, "wall_s": round(wall, 2)}
+
+
+def rnafm_scores(run: Path, val, test, *, draws: int, seed: int, train_s: float) -> dict:
+    """Score the trained run on the test slides from its draws (CRPS from draws).
+
+    ``pcc_top100_val_ranked`` ranks genes by r on the run's validation slides, which the
+    ridge prior was refitted on (a slightly optimistic ranking for rnafm).
+    """
+    import rnafm
+    from rnafm.metrics import per_gene_pcc
+
+    t0 = time.perf_counter()
+    model = rnafm.load_model(run)
+    p = model.predict_data(test, draws=draws, seed=seed, keep_draws=True)
+    wall = time.perf_counter() - t0
+    val_r = None
+    if val is not None:
+        val_r = per_gene_pcc(model.predict_data(val, draws=draws, seed=seed).mean, val.expression)
+    res = score(test.expression, p.mean, std=p.std, lower=p.lower, upper=p.upper,
+                level=p.level, draws=p.draws, val_r=val_r)  # fmt: skip
+    return {**res, "wall_s": round(train_s + wall, 2), "predict_s": round(wall, 2)}
+
+
 def _parse_sets(items: list[str]) -> dict:
     out = {}
     for item in items:
@@ -239,6 +348,13 @@ def main() -> None:
         "predict_s": main_run["predict_s"],
         "overrides": overrides,
     }
+    train, val, test = split_data(root, root / "run", meta, te, overrides, genes)
+    out["models"] = {
+        name: run_baseline(name, train, val, test, seed=args.seed) for name in BASELINES
+    }
+    out["models"]["rnafm"] = rnafm_scores(
+        root / "run", val, test, draws=args.draws, seed=args.seed, train_s=main_run["train_s"]
+    )
     if args.baseline_published:
         print(json.dumps(out), flush=True)  # the main run's line, before the slow baseline
         pub_over = {**preset_overrides("published"), **_parse_sets(args.published_set)}

@@ -32,7 +32,7 @@ def test_registry_fit_predict(name: ModelName, tmp_path, make) -> None:
     reg.fit(train, val, seed=3, out=tmp_path)
     p = reg.predict(test)
     assert p.mean.shape == (4, 13) and np.isfinite(p.mean).all()
-    assert (p.std is None) == (name is not ModelName.MEAN)
+    assert (p.std is None) == (name not in (ModelName.MEAN, ModelName.PRIOR_GAUSSIAN))
     again = build_regressor(name, _options(name))
     again.fit(train, val, seed=3, out=None)
     np.testing.assert_allclose(again.predict(test).mean, p.mean, rtol=1e-5, atol=1e-5)

@@ -117,12 +117,14 @@ def _table(rows: Sequence[Mapping[str, Any]], *, cls: str = "") -> str:
 
 
 def _summary_rows(evals: Mapping[str, Any]) -> list[dict[str, Any]]:
+    from rnafm.evaluate.baselines.base import model_label
+
     rows = []
     for name, ev in evals.items():
         g, u = ev.summary["genes"], ev.summary.get("uncertainty")
         tk = g["top_k_pearson_r"]
         row = {
-            "model": name,
+            "model": model_label(name),  # prior_gaussian is the rnafm_no_flow ablation
             "slides": ev.summary["n_slides"],
             "genes": g["n_genes"],
             "mean r": g["mean_pearson_r"],

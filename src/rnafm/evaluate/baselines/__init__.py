@@ -13,8 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from rnafm.evaluate.baselines.attention_mil import AttentionMILRegressor, MILConfig
 from rnafm.evaluate.baselines.base import Predictions, Regressor, pooled_features
 from rnafm.evaluate.baselines.flow import FlowConfig, FlowRegressor
+from rnafm.evaluate.baselines.prior_gaussian import PriorGaussianConfig, PriorGaussianRegressor
 from rnafm.evaluate.baselines.simple import MeanRegressor, RidgeConfig, RidgeRegressor
 from rnafm.evaluate.baselines.torch_models import Architecture, NetConfig, TorchRegressor
 
@@ -29,6 +31,8 @@ class ModelName(str, Enum):
     HE2RNA = "he2rna"
     TRNASFORMER = "trnasformer"
     SEQUOIA = "sequoia"
+    ATTENTION_MIL = "attention_mil"
+    PRIOR_GAUSSIAN = "prior_gaussian"  # rnafm without the flow (ablation row rnafm_no_flow)
     RNAFM = "rnafm"
 
 
@@ -45,6 +49,8 @@ _REGISTRY: dict[ModelName, _Entry] = {
     ModelName.HE2RNA: _Entry(TorchRegressor, NetConfig, Architecture.HE2RNA),
     ModelName.TRNASFORMER: _Entry(TorchRegressor, NetConfig, Architecture.TRNASFORMER),
     ModelName.SEQUOIA: _Entry(TorchRegressor, NetConfig, Architecture.SEQUOIA),
+    ModelName.ATTENTION_MIL: _Entry(AttentionMILRegressor, MILConfig),
+    ModelName.PRIOR_GAUSSIAN: _Entry(PriorGaussianRegressor, PriorGaussianConfig),
     ModelName.RNAFM: _Entry(FlowRegressor, FlowConfig),
 }
 

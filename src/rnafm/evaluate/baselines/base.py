@@ -11,7 +11,16 @@ import numpy as np
 if TYPE_CHECKING:
     from rnafm.cohort.dataset import CohortData
 
-__all__ = ["Predictions", "Regressor", "pooled_features"]
+__all__ = ["Predictions", "Regressor", "model_label", "pooled_features", "with_validation"]
+
+# rows of the ablation study: how tables name these registry models
+_LABELS = {"prior_gaussian": "rnafm_no_flow"}
+
+
+def model_label(name: str) -> str:
+    """Table label of a registry model: ``prior_gaussian (rnafm_no_flow)``, else the name."""
+    label = _LABELS.get(str(name))
+    return f"{name} ({label})" if label else str(name)
 
 
 @dataclass
@@ -36,7 +45,13 @@ class Regressor(Protocol):
     def fit(
         self, train: CohortData, val: CohortData | None, *, seed: int, out: Path | None
     ) -> None:
-        """Fit on ``train``; ``val`` (patients disjoint from train) is for early stopping."""
+        """Fit on ``train``; ``val`` (patients disjoint from train) is for early stopping.
+
+        A model whose final fit also uses the validation patients (as rnafm refits its prior
+        on training + validation slides) sets ``val_predictions``: its predictions on ``val``
+        from before it saw them, which ``rnafm cv`` then uses for gene ranking and conformal
+        calibration instead of ``predict(val)``.
+        """
 
     def predict(self, data: CohortData) -> Predictions:
         """Predict expression (log2(x+1)) for every slide of ``data``."""
@@ -52,3 +67,26 @@ def pooled_features(clusters: np.ndarray, sizes: np.ndarray | None) -> np.ndarra
     tot = w.sum(1, keepdims=True)  # (n, 1)
     w = np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 1.0 / clusters.shape[1])  # (n, K)
     return np.einsum("nk,nkd->nd", w, clusters)  # (n, D)
+
+
+def with_validation(train: CohortData, val: CohortData | None) -> CohortData | None:
+    """Training and validation slides in one ``CohortData`` (None without validation
+    slides with expression): the patients rnafm's final model sees."""
+    from rnafm.cohort.dataset import CohortData
+
+    if val is None or len(val.slide_ids) == 0 or val.expression is None:
+        return None
+    if list(val.genes or []) != list(train.genes or []):
+        raise ValueError("training and validation data have different genes")
+    both = (train.projects is not None) and (val.projects is not None)
+    return CohortData(
+        slide_ids=[*train.slide_ids, *val.slide_ids],
+        patient_ids=[*train.patient_ids, *val.patient_ids],
+        projects=[*train.projects, *val.projects] if both else None,
+        clusters=np.concatenate([train.clusters, val.clusters]),  # (n + m, K, D)
+        sizes=np.concatenate([train.sizes, val.sizes]),  # (n + m, K)
+        genes=train.genes,
+        expression=np.concatenate([train.expression, val.expression]),  # (n + m, G)
+        cluster_config=train.cluster_config,
+        feature_attrs=train.feature_attrs,
+    )

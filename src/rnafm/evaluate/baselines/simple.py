@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm._io import write_json
 from rnafm.errors import InputError
-from rnafm.evaluate.baselines.base import Predictions, pooled_features
+from rnafm.evaluate.baselines.base import Predictions, pooled_features, with_validation
 
 if TYPE_CHECKING:
     from rnafm.cohort.dataset import CohortData
@@ -34,12 +34,22 @@ class MeanRegressor:
     def __init__(self) -> None:
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
+        self.val_predictions: Predictions | None = None
 
     def fit(
         self, train: CohortData, val: CohortData | None, *, seed: int, out: Path | None
     ) -> None:
-        """Store the per-gene training mean and standard deviation."""
-        y = _targets(train)
+        """Store the per-gene mean and standard deviation of the training and validation
+        slides (the patients rnafm's final model sees); ``val_predictions`` come from the
+        training slides alone."""
+        self._fit_on(_targets(train))
+        both = with_validation(train, val)
+        self.val_predictions = None
+        if both is not None:
+            self.val_predictions = self.predict(val)
+            self._fit_on(_targets(both))
+
+    def _fit_on(self, y: np.ndarray) -> None:
         self.mean_ = y.mean(0)
         self.std_ = y.std(0, ddof=1) if len(y) > 1 else np.zeros(y.shape[1])
 
@@ -83,6 +93,7 @@ class RidgeRegressor:
 
     def __init__(self, config: RidgeConfig | None = None) -> None:
         self.config = config or RidgeConfig()
+        self.val_predictions: Predictions | None = None
 
     def _x(self, data: CohortData) -> np.ndarray:
         return pooled_features(data.clusters, data.sizes)
@@ -90,7 +101,27 @@ class RidgeRegressor:
     def fit(
         self, train: CohortData, val: CohortData | None, *, seed: int, out: Path | None
     ) -> None:
-        """Choose alpha by inner CV over training patients, then refit on the whole fold."""
+        """Choose alpha by inner CV over the patients and fit; with ``val``, first on the
+        training slides alone (their ``val_predictions`` stay honest), then again on training
+        + validation slides (the patients rnafm's final model sees)."""
+        errors = self._fit_on(train, seed)
+        both = with_validation(train, val)
+        self.val_predictions = None
+        if both is not None:
+            self.val_predictions = self.predict(val)
+            errors = self._fit_on(both, seed)
+        if out is not None:
+            write_json(
+                Path(out) / "ridge.json",
+                {
+                    "alpha": self.alpha_,
+                    "inner_mse": errors.tolist(),
+                    "n_slides": len(self._x_train),
+                },
+            )
+
+    def _fit_on(self, train: CohortData, seed: int) -> np.ndarray:
+        """Choose alpha by patient-grouped inner CV on ``train`` and keep it; inner errors."""
         x, y = self._x(train), _targets(train)
         self.x_mu, self.x_sd = x.mean(0), np.maximum(x.std(0), 1e-8)
         self.y_mu, self.y_sd = y.mean(0), np.maximum(y.std(0), 1e-8)
@@ -113,10 +144,7 @@ class RidgeRegressor:
         self.alpha_ = float(alphas[int(np.argmin(errors))])
         logger.debug("ridge alpha %.3g", self.alpha_)
         self._x_train, self._y_train = xz, yz
-        if out is not None:
-            write_json(
-                Path(out) / "ridge.json", {"alpha": self.alpha_, "inner_mse": errors.tolist()}
-            )
+        return errors
 
     def predict(self, data: CohortData) -> Predictions:
         """Predictions on the log2(x+1) scale."""
