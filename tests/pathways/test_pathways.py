@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,24 @@ from rnafm.pathways import (
     write_gmt,
 )
 
-PAPER = Path("/work/shared/paper_scale")
+PAPER_GENES = 20_820  # genes of the RNA-FM / SEQUOIA cohorts
+PAPER_SETS = 380  # GO molecular-function terms of the RNA-FM paper
+PAPER_UNCOVERED = 3_645  # of those genes, in no term
+
+
+def paper_scale_gene_sets(seed: int = 0) -> tuple[list[str], dict[str, list[str]]]:
+    """A seeded stand-in for the paper's gene universe and GO MF terms, at their scale: 20,820
+    genes, 380 sets with a long-tailed size distribution (a few under 5 genes, a few generic ones
+    above the 2,000-gene cut, median about 150) and 3,645 genes in no set."""
+    rng = np.random.default_rng(seed)
+    genes = [f"GENE{i:05d}" for i in range(PAPER_GENES)]
+    in_sets = rng.permutation(PAPER_GENES)[: PAPER_GENES - PAPER_UNCOVERED]
+    sizes = np.clip(rng.lognormal(np.log(147), 1.2, PAPER_SETS), 2, 16_674).astype(int)
+    sets = {
+        f"GOMF_{i:03d}": [genes[j] for j in rng.choice(in_sets, size, replace=False)]
+        for i, size in enumerate(sizes)
+    }
+    return genes, sets
 
 
 def test_bundled_collections():
@@ -151,10 +167,11 @@ def test_pathway_scores_oracle():
     np.testing.assert_allclose(z[:, 1], ((v - mu) / sd)[:, 3:6].mean(1), rtol=1e-5)
 
 
-@pytest.mark.skipif(not (PAPER / "genes_20820.txt").exists(), reason="paper-scale data absent")
-def test_paper_scale_defaults():
-    genes = (PAPER / "genes_20820.txt").read_text().split()
-    tok = select_tokens(genes, load_gene_sets(PAPER / "go_mf_panther_380.gmt.gz"), TokenConfig())
+def test_paper_scale_defaults(tmp_path):
+    genes, sets = paper_scale_gene_sets()
+    gmt = tmp_path / "go_mf_380.gmt.gz"
+    write_gmt(gmt, sets)
+    tok = select_tokens(genes, load_gene_sets(gmt), TokenConfig())
     assert 200 <= tok.n_pathways <= 400
     in_pathways = np.zeros(len(genes), bool)
     for m, b in zip(tok.members, tok.is_background, strict=True):
