@@ -18,6 +18,7 @@ __all__ = [
     "guided_velocity",
     "integrate",
     "sample",
+    "slide_embeddings",
     "slide_estimates",
     "summarise",
 ]
@@ -32,6 +33,7 @@ _WHERE = {
     "guided_velocity": "sampling",
     "integrate": "solvers",
     "sample": "sampling",
+    "slide_embeddings": "draws",
     "slide_estimates": "draws",
     "summarise": "draws",
 }

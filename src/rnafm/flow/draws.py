@@ -16,7 +16,7 @@ from rnafm.flow.sampling import guided_velocity
 from rnafm.flow.solvers import integrate
 from rnafm.runtime import autocast
 
-__all__ = ["draw_samples", "slide_estimates", "summarise"]
+__all__ = ["draw_samples", "slide_embeddings", "slide_estimates", "summarise"]
 
 
 def _noise(
@@ -108,6 +108,20 @@ def draw_samples(
 
 
 @torch.no_grad()
+def _per_slide(model, clusters, sizes, *, device, max_rows, head: bool) -> np.ndarray:
+    model.eval()
+    width = model.n_genes if head else model.config.hidden
+    out = np.empty((clusters.shape[0], width), dtype=np.float32)  # (n, G) or (n, H)
+    for sl in _batches(clusters.shape[0], max_rows):
+        c = torch.as_tensor(clusters[sl], device=device)  # (b, K, D)
+        s = torch.as_tensor(sizes[sl], device=device)  # (b, K)
+        with autocast(device):
+            cond = model.encode_condition(c, s)  # vec (b, H)
+            res = model.predict_slide(cond) if head else cond.vec  # (b, G) or (b, H)
+        out[sl] = res.float().cpu().numpy()
+    return out
+
+
 def slide_estimates(
     model: torch.nn.Module,
     clusters: np.ndarray,
@@ -122,15 +136,19 @@ def slide_estimates(
     """
     if getattr(model, "slide_head", None) is None:
         return None
-    model.eval()
-    out = np.empty((clusters.shape[0], model.n_genes), dtype=np.float32)  # (n, G)
-    for sl in _batches(clusters.shape[0], max_rows):
-        c = torch.as_tensor(clusters[sl], device=device)  # (b, K, D)
-        s = torch.as_tensor(sizes[sl], device=device)  # (b, K)
-        with autocast(device):
-            est = model.predict_slide(model.encode_condition(c, s))  # (b, G)
-        out[sl] = est.float().cpu().numpy()
-    return out
+    return _per_slide(model, clusters, sizes, device=device, max_rows=max_rows, head=True)
+
+
+def slide_embeddings(
+    model: torch.nn.Module,
+    clusters: np.ndarray,
+    sizes: np.ndarray,
+    *,
+    device: torch.device,
+    max_rows: int = 256,
+) -> np.ndarray:
+    """The slide embeddings (n, H) the flow is conditioned on (and the slide head reads)."""
+    return _per_slide(model, clusters, sizes, device=device, max_rows=max_rows, head=False)
 
 
 def summarise(log2_draws: np.ndarray, *, level: float, multiplier: float | None = None) -> dict:

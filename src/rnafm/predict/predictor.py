@@ -165,7 +165,8 @@ class Predictor:
     def _to_log2(self, x: np.ndarray, data) -> np.ndarray:
         """Model-space draws (n, S, G) -> log2(x+1) draws with the run's calibrated mean
         components (prior, flow blend, slide head) and spread."""
-        from rnafm.flow.draws import slide_estimates
+        from rnafm.flow.draws import slide_embeddings, slide_estimates
+        from rnafm.training.run import SPREAD
         from rnafm.training.targets import Spread
 
         cal = self.calibration
@@ -173,13 +174,19 @@ class Predictor:
         head_z = None
         if weight > 0:
             head_z = slide_estimates(self.model, data.clusters, data.sizes, device=self.device)
+        spread = Spread.load(self.run_dir / SPREAD)
+        leverage = None
+        if spread is not None and spread.novelty is not None:
+            emb = slide_embeddings(self.model, data.clusters, data.sizes, device=self.device)
+            leverage = spread.novelty.leverage(emb)  # (n,)
         return self.targets.transform.to_log2(
             x,
             self.targets.prior_z(data.clusters, data.sizes),
             blend=float(cal.get("blend", 1.0)),
             head_z=head_z,
             head_weight=weight if head_z is not None else 0.0,
-            spread=Spread.from_dict(cal.get("spread")),
+            spread=spread,
+            leverage=leverage,
         )  # (n, S, G)
 
     def load_data(self, features, *, reference=None, slides=None):

@@ -39,6 +39,7 @@ from rnafm.training.run import (
     CHECKPOINT,
     GENES,
     HISTORY,
+    SPREAD,
     TOKENS,
     VAL_METRICS,
     WEIGHTS,
@@ -212,7 +213,7 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
         ddp.barrier(ctx)  # wait for rank 0 to select, calibrate and write the run
         return out
     try:
-        cal = _finish(out, s.parts.ema, validator, config, device, state)
+        cal = _finish(out, s.parts.ema, validator, config, device, state, train)
         if (
             validator is not None
             and targets.prior is not None
@@ -298,7 +299,7 @@ def _start(s: _Session, time_limit_s: float | None, z_train: np.ndarray) -> Loop
         logger.info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
     else:
         if ctx.is_main:
-            for stale in (HISTORY, WEIGHTS, CALIBRATION, VAL_METRICS, CHECKPOINT):
+            for stale in (HISTORY, WEIGHTS, CALIBRATION, SPREAD, VAL_METRICS, CHECKPOINT):
                 (out / stale).unlink(missing_ok=True)
         state.image_path = _train_image_path(s, z_train)
     model = s.parts.model
@@ -428,7 +429,7 @@ def _refit_prior(out: Path, targets, train, y_tr, validator: Validator, config) 
     logger.info("ridge prior refitted on %d training + validation slides", len(x))
 
 
-def _finish(out, ema, validator, config, device, state) -> Path:
+def _finish(out, ema, validator, config, device, state, train) -> Path:
     """Select the best EMA weights, calibrate, write val_metrics.json and calibration.json."""
     from safetensors.torch import load_file
 
@@ -441,7 +442,8 @@ def _finish(out, ema, validator, config, device, state) -> Path:
         )
     else:
         ema.load_state_dict(load_file(str(out / WEIGHTS), device=str(device)))
-        cal = validator.calibrate(ema)
+        cal, spread = validator.calibrate(ema, train)
+        spread.save(out / SPREAD)
     write_json(out / CALIBRATION, cal)
     metrics = {
         "val_pcc": None if validator is None else state.best,

@@ -37,6 +37,7 @@ __all__ = [
     "HISTORY",
     "VAL_METRICS",
     "CALIBRATION",
+    "SPREAD",
     "CHECKPOINT",
     "REQUIRED",
     "RUN_FORMAT",
@@ -64,6 +65,7 @@ PRIOR = "prior.npz"
 HISTORY = "history.jsonl"
 VAL_METRICS = "val_metrics.json"
 CALIBRATION = "calibration.json"
+SPREAD = "spread.npz"  # per-gene scale, flow shape and novelty of the interval (optional)
 CHECKPOINT = "checkpoint.pt"
 REQUIRED = (CONFIG, WEIGHTS, GENES, TOKENS, NORMALISATION, CALIBRATION)
 

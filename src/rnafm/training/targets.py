@@ -15,6 +15,7 @@ from rnafm.training.run import NORMALISATION, PRIOR, Normalisation
 
 __all__ = [
     "OutputTransform",
+    "Novelty",
     "Spread",
     "Targets",
     "aligned_expression",
@@ -26,31 +27,78 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class Novelty:
+    """How unlike the training slides a slide is: the leverage of its embedding.
+
+    For a linear read-out of the slide embedding v (the slide head is one), the predictive
+    variance grows as ``1 + h`` with ``h = (1 + (v - mu)^T S^-1 (v - mu)) / n`` (mu, S: mean
+    and covariance of the n training embeddings, S shrunk towards its diagonal). A slide far
+    from the training slides in embedding space gets a larger h, hence a wider interval.
+    """
+
+    mean: np.ndarray  # float64 (H,)
+    precision: np.ndarray  # float64 (H, H)
+    n: int
+
+    @classmethod
+    def fit(cls, emb: np.ndarray, *, shrink: float = 0.1) -> Novelty:
+        """From training embeddings (n, H)."""
+        emb = np.asarray(emb, dtype=np.float64)  # (n, H)
+        mu = emb.mean(axis=0)  # (H,)
+        cov = np.cov(emb - mu, rowvar=False).reshape(emb.shape[1], emb.shape[1])  # (H, H)
+        diag = np.diag(np.diag(cov)) + 1e-6 * np.eye(len(mu))
+        cov = (1 - shrink) * cov + shrink * diag  # (H, H) well conditioned for n < H
+        return cls(mu, np.linalg.inv(cov), int(emb.shape[0]))
+
+    def leverage(self, emb: np.ndarray) -> np.ndarray:
+        """h (m,) of embeddings (m, H)."""
+        d = np.asarray(emb, dtype=np.float64) - self.mean  # (m, H)
+        return (1.0 + np.einsum("mh,hk,mk->m", d, self.precision, d)) / self.n  # (m,)
+
+
+@dataclass
 class Spread:
     """Per-gene scale and slide-specific shape of the predictive spread (z units).
 
     The draws' deviations from their mean are rescaled so that a slide's std of gene g is
-    ``gene_scale[g] * (flow_std[g] / flow_ref[g]) ** power``: ``gene_scale`` matches the
-    held-out residual scale of each gene, and ``power`` (chosen on validation) says how much
-    of the flow's slide-specific spread is kept (0: none, 1: all of it).
+    ``gene_scale[g] * (flow_std[g] / flow_ref[g]) ** power * sqrt(1 + h)``: ``gene_scale``
+    matches the held-out residual scale of each gene, ``power`` (chosen on validation) says how
+    much of the flow's slide-specific spread is kept (0: none, 1: all of it), and h is the
+    slide's :class:`Novelty` leverage (when known).
     """
 
     gene_scale: np.ndarray  # float64 (G,)
     flow_ref: np.ndarray  # float64 (G,) mean flow std over validation slides (model space)
     power: float
+    novelty: Novelty | None = None
 
-    def to_dict(self) -> dict:
-        return {
-            "gene_scale": [float(v) for v in self.gene_scale],
-            "flow_ref": [float(v) for v in self.flow_ref],
-            "power": float(self.power),
-        }
+    def save(self, path: Path) -> None:
+        """Write as ``.npz`` atomically."""
+        from rnafm._io import atomic_path
+
+        extra = {}
+        if self.novelty is not None:
+            nv = self.novelty
+            extra = {"emb_mean": nv.mean, "emb_precision": nv.precision, "emb_n": np.asarray(nv.n)}
+        with atomic_path(path) as tmp, tmp.open("wb") as f:
+            np.savez(
+                f,
+                gene_scale=self.gene_scale,
+                flow_ref=self.flow_ref,
+                power=np.asarray(self.power),
+                **extra,
+            )
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> Spread | None:
-        if not d:
+    def load(cls, path: Path) -> Spread | None:
+        """Read a spread written by :meth:`save`; None when the file does not exist."""
+        if not Path(path).is_file():
             return None
-        return cls(np.asarray(d["gene_scale"]), np.asarray(d["flow_ref"]), float(d["power"]))
+        with np.load(path) as z:
+            novelty = None
+            if "emb_mean" in z:
+                novelty = Novelty(z["emb_mean"], z["emb_precision"], int(z["emb_n"]))
+            return cls(z["gene_scale"], z["flow_ref"], float(z["power"]), novelty)
 
 
 @dataclass
@@ -74,6 +122,7 @@ class OutputTransform:
         head_z: np.ndarray | None = None,
         head_weight: float = 0.0,
         spread: Spread | None = None,
+        leverage: np.ndarray | None = None,
     ) -> np.ndarray:
         """Model-space draws (n, S, G) and prior z (n, G) -> log2(x+1) draws (n, S, G).
 
@@ -81,7 +130,8 @@ class OutputTransform:
         on validation): the flow's mean becomes ``prior + blend scale mean_x``. With the slide
         head's estimate ``head_z`` (n, G), the predictive mean is ``(1 - head_weight)`` times
         that plus ``head_weight`` times the head. The draws keep the flow's deviations from
-        their mean, in ``res_scale`` units or, with ``spread``, rescaled by it.
+        their mean, in ``res_scale`` units or, with ``spread``, rescaled by it (and by
+        ``sqrt(1 + leverage)``, leverage (n,) from :meth:`Novelty.leverage`).
         """
         mean_x = x.mean(axis=1, keepdims=True)  # (n, 1, G)
         dev = x - mean_x  # (n, S, G)
@@ -97,6 +147,8 @@ class OutputTransform:
             sd = np.maximum(sd, 1e-8)  # (n, 1, G)
             shape = (sd / np.maximum(spread.flow_ref, 1e-8)) ** spread.power  # (n, 1, G)
             dev = dev / sd * spread.gene_scale * shape  # (n, S, G)
+            if leverage is not None:
+                dev = dev * np.sqrt(1.0 + leverage)[:, None, None]  # (n, S, G)
         return (centre + dev) * self.std + self.mean  # (n, S, G)
 
 

@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 
-from rnafm.flow.draws import draw_samples, slide_estimates, summarise
+from rnafm.flow.draws import draw_samples, slide_embeddings, slide_estimates, summarise
 from rnafm.metrics import (
     conformal_multiplier,
     coverage,
@@ -16,7 +16,7 @@ from rnafm.metrics import (
     mean_pcc,
 )
 from rnafm.training.config import CalibrationMethod, TrainConfig
-from rnafm.training.targets import Spread, Targets
+from rnafm.training.targets import Novelty, Spread, Targets
 
 __all__ = ["Validator", "uncalibrated"]
 
@@ -112,24 +112,34 @@ class Validator:
             **({} if head_z is None else {"val_pcc_head": mean_pcc(head_z, self.z)}),
         }
 
-    def _spread(self, x: np.ndarray, centre_log2: np.ndarray) -> tuple[Spread, dict]:
+    def _spread(
+        self, x: np.ndarray, centre_log2: np.ndarray, novelty: Novelty | None, lev
+    ) -> tuple[Spread, dict]:
         """Per-gene scale and flow-shape power of the spread, chosen by the validation CRPS."""
         err = self.z - self.targets.norm.forward(centre_log2)  # (n, G) z units
         flow_sd = np.maximum(x.std(axis=1, ddof=1), 1e-8)  # (n, G) model space
         ref = flow_sd.mean(axis=0)  # (G,)
         base = self.targets.transform.res_scale  # (G,) cross-fitted residual scale
+        wide = np.ones(len(err)) if lev is None else np.sqrt(1.0 + lev)  # (n,)
+
+        def fitted(p: float) -> tuple[np.ndarray, float]:
+            shape = base * (flow_sd / ref) ** p * wide[:, None]  # (n, G)
+            return shape, float(np.sqrt(np.mean((err / shape) ** 2)))  # shape -> residual scale
+
         scores = {}
         for p in self.config.validation.spread_powers:
-            shape = base * (flow_sd / ref) ** p  # (n, G)
-            k = float(np.sqrt(np.mean((err / shape) ** 2)))  # one factor: shape -> residual scale
+            shape, k = fitted(p)
             scores[p] = float(np.mean(crps_gaussian(err, 0.0, k * shape)))
         power = min(scores, key=lambda p: (scores[p], p))
-        shape = base * (flow_sd / ref) ** power
-        k = float(np.sqrt(np.mean((err / shape) ** 2)))
-        return Spread(gene_scale=k * base, flow_ref=ref, power=power), scores
+        _, k = fitted(power)
+        return Spread(gene_scale=k * base, flow_ref=ref, power=power, novelty=novelty), scores
 
-    def calibrate(self, model) -> dict:
-        """Mean components, spread and conformal multiplier from draws of the run's sampler."""
+    def calibrate(self, model, train=None) -> tuple[dict, Spread]:
+        """Mean components, spread and conformal multiplier from draws of the run's sampler.
+
+        ``train`` (the training :class:`CohortData`) gives the embeddings of the novelty term.
+        Returns calibration.json's content and the :class:`Spread` (saved as spread.npz).
+        """
         cal = self.config.calibration
         x = self._draws(model, draws=cal.draws, sampler=self.config.sampler, seed=self.config.seed)
         head_z = slide_estimates(model, self.val.clusters, self.val.sizes, device=self.device)
@@ -137,8 +147,17 @@ class Validator:
         blend, weight = max(grid, key=lambda k: (grid[k], k[0], -k[1]))
         mix = {"blend": blend, "head_z": head_z, "head_weight": weight}
         plain = self.targets.transform.to_log2(x, self.prior_z, **mix)  # (n, S, G)
-        spread, crps_by_power = self._spread(x, plain.mean(axis=1))
-        log2 = self.targets.transform.to_log2(x, self.prior_z, spread=spread, **mix)
+        novelty = lev = None
+        if train is not None:
+            emb = slide_embeddings(model, train.clusters, train.sizes, device=self.device)
+            novelty = Novelty.fit(emb)
+            lev = novelty.leverage(
+                slide_embeddings(model, self.val.clusters, self.val.sizes, device=self.device)
+            )  # (n,)
+        spread, crps_by_power = self._spread(x, plain.mean(axis=1), novelty, lev)
+        log2 = self.targets.transform.to_log2(
+            x, self.prior_z, spread=spread, leverage=lev, **mix
+        )  # (n, S, G)
         z = gaussian_multiplier(cal.level)
         s = summarise(log2, level=cal.level)
         mean, std = s["mean"], s["std"]  # (n, G) each
@@ -157,7 +176,7 @@ class Validator:
             "blend": blend,
             "head_weight": weight,
             "spread_power": spread.power,
-            "spread": spread.to_dict(),
+            "spread_novelty": novelty is not None,
             "crps_by_spread_power": {str(k): v for k, v in crps_by_power.items()},
             "pcc_by_component": components,
             "pcc_by_blend": {f"{b}/{w}": v for (b, w), v in grid.items()},
@@ -171,7 +190,7 @@ class Validator:
             "coverage_calibrated": coverage(self.y, mean - q * std, mean + q * std),
             "coverage_calibrated_note": "on the split the multiplier was fitted on",
             "coverage_crossfit": held_out,
-        }
+        }, spread
 
     def _crossfit_coverage(self, mean, std, level: float) -> float | None:
         """Coverage of the conformal interval with the multiplier fitted on the other half of

@@ -1,0 +1,129 @@
+"""The image path (attention-MIL slide head), the predictive mean's mix and the spread."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import mahalanobis
+
+from rnafm.training.targets import Novelty, OutputTransform, Spread
+
+
+def _transform(g: int) -> OutputTransform:
+    rng = np.random.default_rng(0)
+    return OutputTransform(
+        mean=rng.normal(3, 1, g), std=rng.uniform(0.5, 2, g), res_scale=rng.uniform(0.3, 1, g)
+    )
+
+
+def test_head_weight_one_gives_the_head_and_keeps_the_spread():
+    rng = np.random.default_rng(1)
+    t = _transform(13)
+    x = rng.normal(size=(5, 6, 13))  # (n, S, G)
+    prior, head = rng.normal(size=(5, 13)), rng.normal(size=(5, 13))
+    out = t.to_log2(x, prior, blend=0.5, head_z=head, head_weight=1.0)  # (n, S, G)
+    np.testing.assert_allclose(out.mean(axis=1), head * t.std + t.mean, atol=1e-10)
+    want_sd = x.std(axis=1) * t.res_scale * t.std  # deviations kept in res_scale units
+    np.testing.assert_allclose(out.std(axis=1), want_sd, rtol=1e-10)
+    half = t.to_log2(x, prior, blend=0.5, head_z=head, head_weight=0.25).mean(axis=1)
+    flow = prior + 0.5 * t.res_scale * x.mean(axis=1)
+    np.testing.assert_allclose(half, (0.75 * flow + 0.25 * head) * t.std + t.mean, atol=1e-10)
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_spread_sets_each_slide_and_gene_std(power):
+    rng = np.random.default_rng(2)
+    t = _transform(11)
+    x = rng.normal(size=(4, 8, 11)) * rng.uniform(0.2, 3, (4, 1, 11))  # (n, S, G)
+    spread = Spread(
+        gene_scale=rng.uniform(0.5, 2, 11), flow_ref=rng.uniform(0.5, 2, 11), power=power
+    )
+    lev = rng.uniform(0, 3, 4)  # (n,)
+    out = t.to_log2(x, None, spread=spread, leverage=lev)
+    flow_sd = x.std(axis=1, ddof=1)  # (n, G)
+    want = spread.gene_scale * (flow_sd / spread.flow_ref) ** power * np.sqrt(1 + lev)[:, None]
+    np.testing.assert_allclose(out.std(axis=1, ddof=1), want * t.std, rtol=1e-9)
+    np.testing.assert_allclose(out.mean(axis=1), x.mean(axis=1) * t.res_scale * t.std + t.mean)
+
+
+def test_novelty_leverage_is_mahalanobis_over_n():
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(40, 5)) @ rng.normal(size=(5, 5))
+    nv = Novelty.fit(emb, shrink=0.0)
+    new = rng.normal(size=(3, 5)) * 4
+    cov = np.cov(emb, rowvar=False)
+    want = [(1 + mahalanobis(v, emb.mean(0), np.linalg.inv(cov)) ** 2) / 40 for v in new]
+    np.testing.assert_allclose(nv.leverage(new), want, rtol=1e-8)
+    far = nv.leverage(emb.mean(0, keepdims=True) + 50)
+    assert far[0] > nv.leverage(emb).max()
+
+
+def test_image_path_learns_a_size_driven_signal():
+    """Expression follows the share of one rare cluster: the regression must find it."""
+    from rnafm.model import ModelConfig, build_model
+    from rnafm.pathways import PathwayTokens
+    from rnafm.training.config import TrainConfig, apply_overrides
+    from rnafm.training.image_path import fit_image_path
+
+    rng = np.random.default_rng(4)
+    n, k, d, g = 90, 6, 5, 9
+    centres = rng.normal(0, 1, (k, d))
+    clusters = centres[None] + 0.1 * rng.normal(size=(n, k, d))  # (n, K, D)
+    sizes = rng.integers(20, 200, (n, k)).astype(float)
+    sizes[:, 0] = rng.integers(0, 30, n)  # the rare cluster (sometimes absent)
+    share = sizes[:, 0] / sizes.sum(1)
+    z = np.outer(share - share.mean(), rng.normal(0, 1, g)) / share.std()
+    z += 0.2 * rng.normal(size=z.shape)
+    tokens = PathwayTokens(
+        genes=[f"G{i}" for i in range(g)],
+        names=["a", "background_0"],
+        members=[np.arange(0, 5), np.arange(5, g)],
+        is_background=np.array([False, True]),
+    )
+    torch.manual_seed(0)
+    model = build_model(tokens, feature_dim=d, n_clusters=k, config=ModelConfig(hidden=16))
+    over = {"head_epochs": 60, "head_every": 10, "head_lr": 3e-3, "batch_size": 16}
+    cfg = apply_overrides(TrainConfig(), over)
+    t = [torch.as_tensor(a, dtype=torch.float32) for a in (clusters, sizes, z)]
+    tr, va = slice(0, 70), slice(70, n)
+    info = fit_image_path(
+        model, t[0][tr], t[1][tr], t[2][tr], val=(t[0][va], t[1][va], z[va]), config=cfg, seed=0
+    )
+    assert info["val_pcc"] > 0.6, info
+    assert not any(p.requires_grad for p in model.image.parameters())  # frozen for the flow
+    model.train()
+    assert not model.image.training  # a frozen image path stays in eval mode (no dropout)
+
+
+def test_run_records_its_mean_mix_and_widens_for_a_novel_slide(tiny_cohort, tiny_run):
+    import rnafm
+    from rnafm.training.run import SPREAD
+
+    cal = json.loads((tiny_run / "calibration.json").read_text())
+    assert {"blend", "head_weight", "spread_power", "coverage_crossfit"} <= set(cal)
+    assert (tiny_run / SPREAD).is_file()
+    metrics = json.loads((tiny_run / "val_metrics.json").read_text())
+    assert metrics["image_path"]["epochs"] >= 1
+    model = rnafm.load_model(tiny_run)
+    data = model.load_data(
+        tiny_cohort["root"] / "features", reference=tiny_cohort["root"] / "test.csv"
+    )
+    usual = model.predict_data(data, draws=8, seed=0)
+    odd = data.subset(np.arange(len(data)))
+    shift = np.random.default_rng(0).normal(0, 10, odd.clusters.shape[-1])  # (D,)
+    odd.clusters = (odd.clusters + shift).astype(np.float32)  # far from every training slide
+    novel = model.predict_data(odd, draws=8, seed=0)
+    assert novel.std.mean() > 1.05 * usual.std.mean()
+    from rnafm.flow.draws import slide_embeddings
+    from rnafm.training.targets import Spread
+
+    nov = Spread.load(tiny_run / SPREAD).novelty
+    lev = [
+        nov.leverage(slide_embeddings(model.model, d.clusters, d.sizes, device=model.device))
+        for d in (data, odd)
+    ]
+    assert lev[1].mean() > lev[0].mean()  # the novel slides are further from the training ones
+    assert np.isfinite(novel.upper).all()
