@@ -224,7 +224,8 @@ def _flow_config(cfg: DemoConfig, clusters: Any) -> Any:
     from rnafm.evaluate.baselines.flow import FlowConfig
     from rnafm.training.config import TrainConfig, apply_overrides
 
-    train = apply_overrides(TrainConfig(), cfg.train).model_copy(update={"clusters": clusters})
+    train = apply_overrides(TrainConfig(), cfg.train, keep_none=True)  # max_minutes None: no budget
+    train = train.model_copy(update={"clusters": clusters})
     return FlowConfig(draws=cfg.draws, train=train, fixed_seed="seed" in cfg.train)
 
 

@@ -113,3 +113,24 @@ def test_truncated_checkpoint_names_the_file(tmp_path):
     ckpt.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(InputError, match="checkpoint.pt.*--no-resume"):
         load_checkpoint(ckpt, None, None, {}, None)
+
+
+def test_explicit_none_removes_the_time_budget(tiny_run):
+    from rnafm.demo import _flow_config, demo_config
+    from rnafm.evaluate.baselines.flow import FlowConfig
+    from rnafm.training.config import TrainConfig, apply_overrides
+
+    meta = json.loads((tiny_run / "config.json").read_text())
+    assert meta["config"]["optim"]["max_minutes"] is None  # the tests budget by epochs
+    unset = apply_overrides(TrainConfig(), {"optim.max_minutes": None})
+    assert unset.optim.max_minutes == TrainConfig().optim.max_minutes  # CLI: unset options
+    flow = FlowConfig.model_validate({"train": {"optim.max_minutes": None}})
+    assert flow.train.optim.max_minutes is None
+    for size in ("quick", "default"):
+        cfg = demo_config(size)
+        train = _flow_config(cfg, ClusterConfig(k=cfg.n_clusters)).train
+        assert train.optim.max_minutes is None
+        assert train.optim.epochs == cfg.train["optim.epochs"]
+    timed = demo_config("quick")
+    timed = timed.model_copy(update={"train": {**timed.train, "optim.max_minutes": 0.5}})
+    assert _flow_config(timed, ClusterConfig()).train.optim.max_minutes == 0.5

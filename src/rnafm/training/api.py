@@ -45,7 +45,8 @@ def train(
     config
         Root configuration; defaults to ``TrainConfig()``.
     **overrides
-        Config fields to change: ``seed=1``, ``device="cpu"``, ``lr=3e-4``, ``optim__epochs=5``.
+        Config fields to change: ``seed=1``, ``device="cpu"``, ``lr=3e-4``, ``optim__epochs=5``;
+        ``None`` sets a field to None (``**{"optim.max_minutes": None}``: no time budget).
 
     Notes
     -----
@@ -68,7 +69,8 @@ def train(
 
     t_start = time.monotonic()
     sets = None if gene_sets is None else str(gene_sets)  # None: the config's gene sets
-    cfg = apply_overrides(config or TrainConfig(), {"gene_sets": sets, **overrides})
+    cfg = apply_overrides(config or TrainConfig(), {"gene_sets": sets})
+    cfg = apply_overrides(cfg, overrides, keep_none=True)  # optim__max_minutes=None: no budget
     owned = not (dist.is_available() and dist.is_initialized())
     ctx = process_context(cfg)  # joins torchrun's process group; one plain process otherwise
     try:

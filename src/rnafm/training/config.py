@@ -209,18 +209,21 @@ _SECTIONS = (
 )
 
 
-def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+def apply_overrides(
+    config: TrainConfig, overrides: dict[str, Any], *, keep_none: bool = False
+) -> TrainConfig:
     """Return ``config`` with ``overrides`` applied and validated.
 
     A key is a top-level field (``seed``), ``section.field`` or ``section__field``
     (``optim.lr``), or a bare field name found in exactly one section (``lr``, ``hidden``).
-    ``None`` values are ignored so CLI options left unset change nothing.
+    ``None`` values are ignored so CLI options left unset change nothing, unless ``keep_none``:
+    then ``None`` sets the field to None (``{"optim.max_minutes": None}``: no time budget).
     """
     from rnafm.errors import InputError
 
     data = config.model_dump(mode="json")
     for key, value in overrides.items():
-        if value is None:
+        if value is None and not keep_none:
             continue
         if isinstance(value, Enum):
             value = value.value

@@ -51,7 +51,7 @@ class FlowConfig(BaseModel):
             overrides = data["train"]
             data = {
                 **data,
-                "train": apply_overrides(TrainConfig(), overrides),
+                "train": apply_overrides(TrainConfig(), overrides, keep_none=True),
                 "fixed_seed": data.get("fixed_seed", "seed" in overrides),
             }
         return data
