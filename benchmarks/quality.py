@@ -162,7 +162,7 @@ def split_data(root: Path, run: Path, meta: dict, te: np.ndarray, overrides: dic
     from rnafm.cohort.reference import load_reference
     from rnafm.training.config import TrainConfig, apply_overrides
 
-    cfg = apply_overrides(TrainConfig(), overrides)
+    cfg = apply_overrides(TrainConfig(), overrides, keep_none=True)
     ref = load_reference(root / "reference.csv", scale=cfg.expression_scale)
     data = load_cohort_data(root / "features", reference=ref, cluster_config=cfg.clusters)
     col = [data.genes.index(g) for g in genes]
@@ -280,6 +280,19 @@ def main() -> None:
     )
     ap.add_argument("--set", action="append", default=[], help="Config override key=json-value.")
     ap.add_argument(
+        "--epochs",
+        type=int,
+        default=40,
+        help="Training epochs of every rnafm run (a preset or --set may change them); the default "
+        "budget is by epochs, so results do not depend on the machine's load.",
+    )
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="Wall-clock budget of every rnafm training instead (optim.max_minutes; default none).",
+    )
+    ap.add_argument(
         "--baseline-published",
         action="store_true",
         help="Also train the 'published' preset on the same split and score it.",
@@ -318,7 +331,8 @@ def main() -> None:
     )
     tr, te = split_reference(root, meta)
     t_data = time.perf_counter() - t0
-    overrides = {**preset_overrides(args.preset), **_parse_sets(args.set)}
+    budget = {"optim.epochs": args.epochs, "optim.max_minutes": args.max_minutes}
+    overrides = {**budget, **preset_overrides(args.preset), **_parse_sets(args.set)}
     main_run = run_rnafm(
         root, meta, te, overrides, name="run", draws=args.draws, reuse=args.reuse_run
     )
@@ -357,7 +371,7 @@ def main() -> None:
     )
     if args.baseline_published:
         print(json.dumps(out), flush=True)  # the main run's line, before the slow baseline
-        pub_over = {**preset_overrides("published"), **_parse_sets(args.published_set)}
+        pub_over = {**budget, **preset_overrides("published"), **_parse_sets(args.published_set)}
         pub = run_rnafm(
             root,
             meta,

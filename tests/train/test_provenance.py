@@ -134,3 +134,15 @@ def test_explicit_none_removes_the_time_budget(tiny_run):
     timed = demo_config("quick")
     timed = timed.model_copy(update={"train": {**timed.train, "optim.max_minutes": 0.5}})
     assert _flow_config(timed, ClusterConfig()).train.optim.max_minutes == 0.5
+
+
+def test_check_features_warns_only_when_attributes_are_missing(tmp_path, caplog):
+    from rnafm.training.run import check_features
+
+    with caplog.at_level(logging.WARNING, logger="rnafm.training.run"):
+        check_features({}, {"encoder": "uni"}, tmp_path)  # an older run: nothing recorded
+        assert caplog.text == ""
+        check_features({"features": {"encoder": "uni"}}, {"encoder": "uni"}, tmp_path)
+        assert caplog.text == ""
+        check_features({"features": None}, {"encoder": "uni"}, tmp_path)
+    assert "the run's training features carry no encoder/tiling attributes" in caplog.text

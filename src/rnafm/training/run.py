@@ -235,7 +235,10 @@ def check_features(meta: dict[str, Any], attrs: dict[str, Any] | None, run_dir: 
     """
     from rnafm.errors import InputError
 
-    trained = meta.get("features")
+    if "features" not in meta:  # a run written before the feature attributes were recorded
+        logger.info("%s: the run does not record its features' encoder; not checked", run_dir)
+        return
+    trained = meta["features"]
     if not trained or not attrs:
         side = "the run's training features" if not trained else "these feature files"
         logger.warning(
