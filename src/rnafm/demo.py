@@ -47,7 +47,8 @@ class DemoConfig(BaseModel):
     n_clusters: int = Field(..., ge=2, description="K-means clusters per slide.")
     n_folds: int = Field(5, ge=2, description="Patient-level cross-validation folds.")
     models: list[str] = Field(
-        default_factory=lambda: ["rnafm", "ridge", "mean"], description="Models cross-validated."
+        default_factory=lambda: ["rnafm", "ridge", "attention_mil", "mean"],
+        description="Models cross-validated (rnafm brings its no-flow ablation, prior_gaussian).",
     )
     train: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of the RNA-FM TrainConfig for the demo."

@@ -265,6 +265,8 @@ def cross_validate(
         check_folds(folds, sorted(set(pids)), require_all=False)
     save_folds(out / "folds.json", folds, seed=config.seed, stratify=config.stratify.value)
     names = [ModelName(m).value for m in models]
+    if ModelName.RNAFM.value in names and ModelName.PRIOR_GAUSSIAN.value not in names:
+        names.append(ModelName.PRIOR_GAUSSIAN.value)  # the ablation row: rnafm without its flow
     result = CVResult(out=out, folds=folds, predictions={}, metrics={})
     inputs = data.fingerprint()  # cached folds are reused only on the same input data
     with Progress(transient=True) as progress:
