@@ -12,8 +12,9 @@ times, in the same run and on the same weights,
 - sampling 1,000 slides x 16 draws x 20,820 genes with the fast path (target: < 60 s).
 
 Without CUDA (or with ``--small``) it runs the same code on tiny shapes, so CI exercises it.
-The gene list and GMT default to ``../shared/paper_scale``; when they are missing, a random
-pathway layout of the same size is used and the JSON says ``"layout": "random"``.
+Pass the paper's 20,820-gene list and its 380 GO-MF pathway GMT with ``--genes`` / ``--gmt``;
+without them a random pathway layout of the same size is used and the JSON says
+``"layout": "random"``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from rnafm.model import Condition, ModelConfig, Precision, autocast, build_model
 from rnafm.pathways import TokenConfig, load_gene_sets, select_tokens
 
 log = logging.getLogger("gpu_speed")
-PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "paper_scale"
 
 FULL = {"genes": 20820, "pathways": 380, "depth": 7, "hidden": 256, "heads": 8, "k": 100,
         "feature_dim": 1024, "batch": 32, "slides": 1000, "draws": 16, "steps": 20,
@@ -48,8 +48,8 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:<i> or cpu")
     p.add_argument("--small", action="store_true", help="tiny shapes (automatic without CUDA)")
-    p.add_argument("--genes", type=Path, default=PAPER / "genes_20820.txt")
-    p.add_argument("--gmt", type=Path, default=PAPER / "go_mf_panther_380.gmt.gz")
+    p.add_argument("--genes", type=Path, default=None, help="The paper's gene list (one a line).")
+    p.add_argument("--gmt", type=Path, default=None, help="The paper's 380 GO-MF pathway GMT.")
     p.add_argument("--precision", choices=[x.value for x in Precision], default=None,
                    help="default bf16 on CUDA, fp32 on CPU")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
@@ -65,7 +65,7 @@ def parse_args() -> argparse.Namespace:
 def make_tokens(args: argparse.Namespace, shape: dict) -> tuple[object, str]:
     """Paper tokens from the gene list + GMT (every set kept), or a random layout like it."""
     cfg = TokenConfig(min_size=1, max_size=10**6, max_tokens=10**4, jaccard_threshold=1.0)
-    if not args.small and args.genes.is_file() and args.gmt.is_file():
+    if not args.small and args.genes and args.gmt and args.genes.is_file() and args.gmt.is_file():
         genes = [g for g in args.genes.read_text().split() if g]
         return select_tokens(genes, load_gene_sets(args.gmt), cfg), "paper"
     rng = np.random.default_rng(args.seed)

@@ -3,8 +3,9 @@
 Paper scale (the published model on a 2-core machine: 13.6 s per training step, 3.5 s per
 slide sampling with 20 Euler steps, guidance 2, batch 32)::
 
-    python benchmarks/model_speed.py --genes ../shared/paper_scale/genes_20820.txt \
-        --gmt ../shared/paper_scale/go_mf_panther_380.gmt.gz --implementation fast
+    # PAPER: a folder with the paper's 20,820-gene list and its 380 GO-MF pathway GMT
+    python benchmarks/model_speed.py --genes PAPER/genes_20820.txt \
+        --gmt PAPER/go_mf_panther_380.gmt.gz --implementation fast
 """
 
 from __future__ import annotations
