@@ -144,5 +144,7 @@ def test_check_features_warns_only_when_attributes_are_missing(tmp_path, caplog)
         assert caplog.text == ""
         check_features({"features": {"encoder": "uni"}}, {"encoder": "uni"}, tmp_path)
         assert caplog.text == ""
+        check_features({"features": None}, None, tmp_path)  # neither side knows: nothing to say
+        assert caplog.text == ""
         check_features({"features": None}, {"encoder": "uni"}, tmp_path)
     assert "the run's training features carry no encoder/tiling attributes" in caplog.text

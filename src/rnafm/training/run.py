@@ -239,6 +239,9 @@ def check_features(meta: dict[str, Any], attrs: dict[str, Any] | None, run_dir: 
         logger.info("%s: the run does not record its features' encoder; not checked", run_dir)
         return
     trained = meta["features"]
+    if not trained and not attrs:  # neither side knows (loading the files already warned)
+        logger.info("%s: no encoder/tiling attributes to compare", run_dir)
+        return
     if not trained or not attrs:
         side = "the run's training features" if not trained else "these feature files"
         logger.warning(
