@@ -44,6 +44,7 @@ from rnafm.training.run import (
     VAL_METRICS,
     WEIGHTS,
     append_history,
+    data_record,
     truncate_history,
     write_config,
 )
@@ -242,6 +243,7 @@ def _targets_and_run_files(out: Path, train, val, y_tr, tokens, config: TrainCon
             n_genes=len(tokens.genes),
             n_train=int(n),
             n_val=0 if val is None else len(val.slide_ids),
+            **data_record(train),
         )
     return targets, y_model
 
