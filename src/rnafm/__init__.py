@@ -23,15 +23,17 @@ __all__ = [
     "Predictor",
     "PredictionArrays",
     "TrainConfig",
+    "make_maps",
 ]
 
 _WHERE = {
     "train": "rnafm.training.api",
     "fit": "rnafm.training.loop",
     "TrainConfig": "rnafm.training.config",
-    "load_model": "rnafm.predict.predictor",
+    "load_model": "rnafm.maps.model",  # a Predictor with .maps()
     "Predictor": "rnafm.predict.predictor",
     "PredictionArrays": "rnafm.predict.predictor",
+    "make_maps": "rnafm.maps.api",
 }
 
 

@@ -18,6 +18,7 @@ from rnafm import __version__
 _COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train_cmd"),
     "predict": ("predict", "predict_cmd"),
+    "maps": ("maps", "maps_cmd"),
     "tile": ("slides", "tile_cmd"),
     "extract": ("slides", "extract_cmd"),
     "preprocess": ("slides", "preprocess_cmd"),

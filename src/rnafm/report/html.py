@@ -23,6 +23,7 @@ import numpy as np
 from rnafm import __version__
 from rnafm._io import atomic_path
 from rnafm.errors import InputError
+from rnafm.report.maps_section import find_maps_folders, is_maps_folder, maps_section
 
 __all__ = ["make_report"]
 
@@ -78,6 +79,8 @@ def _collect(inputs: Sequence[str | os.PathLike[str]]) -> _Inputs:
                 "patients per test fold": [len(f["test"]) for f in folds["folds"]],
                 "patients per validation split": [len(f["val"]) for f in folds["folds"]],
             }
+        elif is_maps_folder(item):
+            continue  # rnafm maps output: shown in the spatial-maps section
         elif item.is_dir() and (
             (item / "config.json").is_file() or (item / "history.jsonl").is_file()
         ):
@@ -85,8 +88,9 @@ def _collect(inputs: Sequence[str | os.PathLike[str]]) -> _Inputs:
             found.predictions.update({p.stem: p for p in sorted(item.glob("*.h5ad"))})
         else:
             raise InputError(
-                f"{item}: not a predictions .h5ad, an rnafm cv folder (with folds.json) or a run "
-                "directory (with config.json); pass one of those"
+                f"{item}: not a predictions .h5ad, an rnafm cv folder (with folds.json), a run "
+                "directory (with config.json) or an rnafm maps folder (with maps.json); pass one "
+                "of those"
             )
     return found
 
@@ -183,8 +187,9 @@ def make_report(
     Parameters
     ----------
     inputs
-        Prediction files (.h5ad), ``rnafm cv`` output folders, or training run directories
-        (one path or several).
+        Prediction files (.h5ad), ``rnafm cv`` output folders, training run directories or
+        ``rnafm maps`` folders (one path or several). The maps of a few slides are shown when a
+        maps folder is given or sits beside an input as ``maps/``.
     out
         The HTML file; PNG figures go to ``<stem>_figures/`` beside it.
     reference
@@ -299,6 +304,7 @@ def make_report(
         if fig is not None:
             sections.append("<h2>Pathway level</h2>")
             add_figure(fig, "pathways", "Pearson r of pathway scores (mean of member genes).")
+    sections.append(maps_section(find_maps_folders([Path(i) for i in inputs])))
     if found.histories:
         sections.append("<h2>Training curves</h2>")
         add_figure(

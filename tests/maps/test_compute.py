@@ -1,0 +1,119 @@
+"""A planted programme must be found, where it was planted, on the predictions' scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from rnafm.maps.compute import map_slide
+from rnafm.maps.config import MapConfig, MapMethod
+from rnafm.maps.names import resolve_columns
+
+PATHWAY = "HALLMARK_PLANTED"
+
+
+def _columns(pred, genes=("HOT2",)):
+    return resolve_columns(pred.tokens, pred.genes, pathways=[PATHWAY, "HALLMARK_FLAT"],
+                           symbols=list(genes), source="test")  # fmt: skip
+
+
+def _smooth_truth(slide, radius: float) -> np.ndarray:
+    """Share of hot tiles within ``radius`` of each tile: what a window map should follow."""
+    d = np.linalg.norm(slide.grid[:, None].astype(float) - slide.grid[None], axis=2)
+    near = d <= radius
+    return (near * slide.hot[None]).sum(1) / near.sum(1)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_planted_block_is_found_top_left(quadrant, predictor, stride):
+    cols = _columns(predictor)
+    smap = map_slide(predictor, quadrant.path, cols, MapConfig(radius=2.0, stride=stride))
+    np.testing.assert_array_equal(smap.coords, quadrant.coords)  # file order, untouched
+    s = smap.scores[:, 0]
+    assert s[quadrant.hot].mean() > s[~quadrant.hot].mean() + 1.0
+    assert np.corrcoef(s, _smooth_truth(quadrant, 2.0))[0, 1] > 0.95
+    # a transposed or shifted map would follow the wrong tiles
+    x, y = quadrant.grid[:, 0], quadrant.grid[:, 1]
+    transposed = (y < 7) & (x < 13)
+    assert spearmanr(s, quadrant.hot).statistic > spearmanr(s, transposed).statistic + 0.2
+    # flat pathway stays flat; the gene column is on its own log2 scale
+    assert smap.scores[:, 1].std() < 0.03
+    assert smap.scores[:, 2].max() > 6.0
+
+
+@pytest.mark.parametrize("stride, offset", [(1, 4), (1, 9), (1, 13), (2, 4), (2, 10)])
+def test_stripe_peak_is_on_its_column_not_one_patch_off(tmp_path, planted, predictor, stride,
+                                                        offset):  # fmt: skip
+    slide = planted(tmp_path, "STRIPE", lambda x, y: x == offset, rows=12, cols=18)
+    smap = map_slide(
+        predictor, slide.path, _columns(predictor), MapConfig(radius=1.0, stride=stride)
+    )
+    x = slide.grid[:, 0]
+    profile = np.array([smap.scores[x == c, 0].mean() for c in range(18)])
+    assert int(np.argmax(profile)) == offset
+    assert profile[offset] > profile[offset - 1] and profile[offset] > profile[offset + 1]
+
+
+def test_noise_features_give_no_map(tmp_path, planted, predictor):
+    """Without a planted region the map carries no structure to find (and no false signal)."""
+    slide = planted(tmp_path, "EMPTY", lambda x, y: False)
+    smap = map_slide(predictor, slide.path, _columns(predictor), MapConfig())
+    assert smap.scores[:, 0].std() < 0.03
+
+
+def test_std_is_higher_on_the_boundary_than_inside(quadrant, predictor):
+    smap = map_slide(predictor, quadrant.path, _columns(predictor), MapConfig(radius=2.0, draws=32))
+    mixed = _smooth_truth(quadrant, 2.0)
+    edge = (mixed > 0.3) & (mixed < 0.7)
+    pure = (mixed == 0) | (mixed == 1)
+    assert smap.std[edge, 0].mean() > 1.5 * smap.std[pure, 0].mean()
+    assert np.all(smap.std >= 0)
+
+
+def test_bulk_is_the_slide_prediction_and_maps_share_its_scale(quadrant, predictor):
+    smap = map_slide(predictor, quadrant.path, _columns(predictor), MapConfig(radius=3.0))
+    share = quadrant.hot.mean()
+    want = np.mean(predictor.base[:3] + share * predictor.gain[:3])
+    assert smap.bulk[0] == pytest.approx(want, abs=0.05)
+    # the mean of the map is the bulk value for a model linear in the composition
+    assert smap.scores[:, 0].mean() == pytest.approx(smap.bulk[0], abs=0.25)
+
+
+def test_cluster_method_colours_each_tile_by_its_cluster(quadrant, predictor):
+    smap = map_slide(predictor, quadrant.path, _columns(predictor),
+                     MapConfig(method=MapMethod.CLUSTER))  # fmt: skip
+    s = smap.scores[:, 0]
+    assert s[quadrant.hot].min() > s[~quadrant.hot].max()
+
+
+def test_many_windows_grow_the_stride(tmp_path, planted, predictor):
+    slide = planted(tmp_path, "BIG", lambda x, y: (x - 20) ** 2 + (y - 15) ** 2 < 60,
+                    rows=40, cols=50)  # fmt: skip
+    cfg = MapConfig(radius=3.0, stride=1, max_conditions=40)
+    smap = map_slide(predictor, slide.path, _columns(predictor), cfg)
+    assert smap.attrs["n_conditions"] <= 40 and smap.attrs["lattice_stride"] > 1
+    assert np.corrcoef(smap.scores[:, 0], slide.hot)[0, 1] > 0.8
+
+
+def test_run_warnings_once_per_slide_and_no_calibration_noise(quadrant, make_predictor, caplog):
+    import logging
+
+    base = make_predictor()
+    run_log = logging.getLogger("rnafm.training.run")
+
+    class Warning(type(base)):
+        def predict_data(self, data, **kw):
+            run_log.warning("the intervals were calibrated for other sampling settings: draws 8")
+            run_log.warning("cannot check that the features come from the training encoder")
+            return super().predict_data(data, **kw)
+
+    pred = Warning()
+    with caplog.at_level(logging.WARNING, logger="rnafm.training.run"):
+        map_slide(pred, quadrant.path, _columns(pred), MapConfig(stride=1, batch=16))
+    messages = [r.getMessage() for r in caplog.records]
+    assert pred.calls > 3
+    assert not [m for m in messages if "calibrated" in m]
+    assert sum("cannot check" in m for m in messages) == 1
+    run_log.warning("after the map")  # the filter is gone again
+    assert caplog.records[-1].getMessage() == "after the map"
