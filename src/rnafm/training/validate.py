@@ -90,6 +90,13 @@ class Validator:
             out[(b, w)] = mean_pcc(log2[:, 0], self.y)
         return out
 
+    def _flow_pcc(self, x: np.ndarray) -> float:
+        """PCC of the prior + the flow's full mean correction (no slide head)."""
+        log2 = self.targets.transform.to_log2(
+            x.mean(axis=1, keepdims=True), self.prior_z, blend=max(self.blends)
+        )  # (n, 1, G)
+        return mean_pcc(log2[:, 0], self.y)
+
     def score(self, model) -> dict:
         """Selection metric of ``model``: the best combination's PCC with the validation sampler.
 
@@ -108,31 +115,55 @@ class Validator:
             "val_pcc": grid[best],
             "val_blend": best[0],
             "val_head_weight": best[1],
-            "val_pcc_flow": grid[(max(self.blends), 0.0)],
+            "val_pcc_flow": self._flow_pcc(x),
             **({} if head_z is None else {"val_pcc_head": mean_pcc(head_z, self.z)}),
         }
 
     def _spread(
         self, x: np.ndarray, centre_log2: np.ndarray, novelty: Novelty | None, lev
     ) -> tuple[Spread, dict]:
-        """Per-gene scale and flow-shape power of the spread, chosen by the validation CRPS."""
+        """The spread's per-gene scale and flow-shape power, chosen by CRPS (the novelty term,
+        when known, is always kept: a slide unlike the training slides gets a wider interval).
+
+        Candidates: flow-shape power in ``validation.spread_powers`` and a per-gene scale that is either the prior's cross-fitted residual
+        scale times one factor, or its average with this model's own per-gene validation error.
+        Each is fitted on one half of the validation patients and scored on the other (and the
+        other way round), so a candidate cannot win by fitting its own score; the chosen one is
+        refitted on all validation slides.
+        """
         err = self.z - self.targets.norm.forward(centre_log2)  # (n, G) z units
         flow_sd = np.maximum(x.std(axis=1, ddof=1), 1e-8)  # (n, G) model space
         ref = flow_sd.mean(axis=0)  # (G,)
         base = self.targets.transform.res_scale  # (G,) cross-fitted residual scale
         wide = np.ones(len(err)) if lev is None else np.sqrt(1.0 + lev)  # (n,)
 
-        def fitted(p: float) -> tuple[np.ndarray, float]:
-            shape = base * (flow_sd / ref) ** p * wide[:, None]  # (n, G)
-            return shape, float(np.sqrt(np.mean((err / shape) ** 2)))  # shape -> residual scale
+        def scale(fit: np.ndarray, rel: np.ndarray, own: float) -> np.ndarray:
+            k2 = np.mean((err[fit] / (base * rel[fit])) ** 2)  # one factor on the prior's shape
+            g2 = k2 * base**2  # (G,)
+            if own > 0:  # this model's own per-gene error, shrunk towards the prior's shape
+                g2 = (1 - own) * g2 + own * np.mean((err[fit] / rel[fit]) ** 2, axis=0)
+            return np.sqrt(g2)  # (G,)
 
+        half = _halves(list(self.val.patient_ids), self.config.seed)
+        folds = [(half, ~half), (~half, half)] if half.any() and not half.all() else []
+        everything = np.ones(len(err), dtype=bool)
         scores = {}
-        for p in self.config.validation.spread_powers:
-            shape, k = fitted(p)
-            scores[p] = float(np.mean(crps_gaussian(err, 0.0, k * shape)))
-        power = min(scores, key=lambda p: (scores[p], p))
-        _, k = fitted(power)
-        return Spread(gene_scale=k * base, flow_ref=ref, power=power, novelty=novelty), scores
+        for p, own in itertools.product(self.config.validation.spread_powers, (0.0, 0.5, 1.0)):
+            rel = (flow_sd / ref) ** p * wide[:, None]  # (n, G)
+            pairs = folds or [(everything, everything)]
+            crps = [
+                crps_gaussian(err[t], 0.0, scale(f, rel, own) * rel[t]).mean() for f, t in pairs
+            ]
+            scores[(p, own)] = float(np.mean(crps))
+        p, own = min(scores, key=lambda c: (scores[c], c))
+        rel = (flow_sd / ref) ** p * wide[:, None]
+        spread = Spread(
+            gene_scale=scale(everything, rel, own),
+            flow_ref=ref,
+            power=p,
+            novelty=novelty,
+        )
+        return spread, {f"power={k[0]} own_scale={k[1]}": v for k, v in scores.items()}
 
     def calibrate(self, model, train=None) -> tuple[dict, Spread]:
         """Mean components, spread and conformal multiplier from draws of the run's sampler.
@@ -165,7 +196,7 @@ class Validator:
         if cal.method is CalibrationMethod.GLOBAL:
             q = conformal_multiplier(self.y, mean, std, cal.level)
             held_out = self._crossfit_coverage(mean, std, cal.level)
-        components = {"prior": self.prior_pcc, "flow": grid[(max(self.blends), 0.0)]}
+        components = {"prior": self.prior_pcc, "flow": self._flow_pcc(x)}
         if head_z is not None:
             components["head"] = mean_pcc(head_z, self.z)
         return {
@@ -176,8 +207,8 @@ class Validator:
             "blend": blend,
             "head_weight": weight,
             "spread_power": spread.power,
-            "spread_novelty": novelty is not None,
-            "crps_by_spread_power": {str(k): v for k, v in crps_by_power.items()},
+            "spread_novelty": spread.novelty is not None,
+            "crps_by_spread": crps_by_power,
             "pcc_by_component": components,
             "pcc_by_blend": {f"{b}/{w}": v for (b, w), v in grid.items()},
             "draws": cal.draws,
