@@ -126,7 +126,10 @@ def test_incompatible_runs(tiny_run, tmp_path):
     (bad / "config.json").write_text(json.dumps(meta))
     with pytest.raises(IncompatibleRunError, match=f"run format {RUN_FORMAT + 1} written by"):
         rnafm.load_model(bad)
-    del meta["run_format"]  # an old run without a format number: its major version decides
+    del meta["run_format"]  # a 0.1.0 run without a format number counts as format 1
+    (bad / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(IncompatibleRunError, match="run format 1 written by"):
+        rnafm.load_model(bad)
     meta["rnafm_version"] = "99.0.0"
     (bad / "config.json").write_text(json.dumps(meta))
     with pytest.raises(IncompatibleRunError, match="run format None written by rnafm 99.0.0"):

@@ -132,7 +132,7 @@ def truncate_history(run_dir: Path, step: int) -> None:
         tmp.write_text("".join(json.dumps(r, default=float) + "\n" for r in records))
 
 
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: gated-attention image path with a slide head, spread.npz
 """Version of the run-directory format; raise it whenever a reader of an older run would
 misread a newer one (or the other way round). ``check_run`` refuses other formats."""
 
@@ -184,7 +184,7 @@ def check_run(run_dir: Path) -> dict[str, Any]:
     version = str(meta.get("rnafm_version", "?"))
     fmt = meta.get("run_format")
     if fmt is None and major(version) == major(__version__):
-        fmt = 1  # runs written before the format number existed
+        fmt = 1  # runs written before the format number existed (rnafm 0.1.0)
     if fmt != RUN_FORMAT:
         raise IncompatibleRunError(
             f"{run_dir / CONFIG}: run format {fmt} written by rnafm {version}; this is rnafm "
