@@ -25,7 +25,7 @@ from rnafm.slides.jobs import (
     CohortReport,
     JobStatus,
     SlideJob,
-    SlideLocked,
+    recorded,
     slide_lock,
     update_failures,
 )
@@ -279,8 +279,7 @@ def extract_slide_job(
     sid = tile_file.stem
     target = features_dir(out, config.encoder) / f"{sid}.h5"
     job = SlideJob(sid, str(tile_file), JobStatus.DONE, output=str(target))
-    start = time.perf_counter()
-    try:
+    with recorded(job, tile_file, log):
         coords, attrs = read_tile_file(tile_file)
         digest = tiles_digest(coords, attrs)
         job.n_tiles = len(coords)
@@ -292,15 +291,6 @@ def extract_slide_job(
                 job.status = JobStatus.SKIPPED
                 return job
             extract_slide(tile_file, target, bundle, config, device=device, progress=progress)
-    except SlideLocked:
-        job.status = JobStatus.LOCKED
-    except SlideError as e:
-        job.status, job.error, job.reason = JobStatus.FAILED, type(e).__name__, str(e)
-        log.warning("%s: %s", sid, e)
-    except (OSError, ValueError, RuntimeError, MemoryError) as e:
-        job.status, job.error, job.reason = JobStatus.FAILED, type(e).__name__, f"{tile_file}: {e}"
-        log.warning("%s failed: %s: %s", sid, type(e).__name__, e)
-    job.seconds = time.perf_counter() - start
     return job
 
 

@@ -15,7 +15,7 @@ from rnafm.slides.jobs import (
     CohortReport,
     JobStatus,
     SlideJob,
-    SlideLocked,
+    recorded,
     resolve_slides,
     slide_lock,
     update_failures,
@@ -61,24 +61,12 @@ def tile_slide_job(
         job.status = JobStatus.SKIPPED
         job.n_tiles = len(read_tile_file(target)[0])
         return job
-    start = time.perf_counter()
-    try:
-        with slide_lock(out / "tiles" / ".locks", sid):
-            if not config.overwrite and tiles_complete(target, config):  # finished meanwhile
-                job.status = JobStatus.SKIPPED
-                return job
-            result = tile_slide(slide_path, out, config, progress=progress)
-            job.n_tiles = len(result.coords)
-    except SlideLocked:
-        job.status = JobStatus.LOCKED
-        log.info("%s: locked by another process, skipped", sid)
-    except SlideError as e:
-        job.status, job.error, job.reason = JobStatus.FAILED, type(e).__name__, str(e)
-        log.warning("%s: %s", sid, e)
-    except (OSError, ValueError, RuntimeError, MemoryError) as e:
-        job.status, job.error, job.reason = JobStatus.FAILED, type(e).__name__, f"{slide_path}: {e}"
-        log.warning("%s failed: %s: %s", sid, type(e).__name__, e)
-    job.seconds = time.perf_counter() - start
+    with recorded(job, slide_path, log), slide_lock(out / "tiles" / ".locks", sid):
+        if not config.overwrite and tiles_complete(target, config):  # finished meanwhile
+            job.status = JobStatus.SKIPPED
+            return job
+        result = tile_slide(slide_path, out, config, progress=progress)
+        job.n_tiles = len(result.coords)
     return job
 
 

@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 
 from rnafm._io import read_json, write_json
-from rnafm.errors import InputError
+from rnafm.errors import InputError, SlideError
 from rnafm.slides.wsi import SLIDE_EXTENSIONS, slide_id_of
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "resolve_slides",
     "slide_lock",
     "SlideLocked",
+    "recorded",
     "lock_timeout_s",
     "update_failures",
 ]
@@ -250,6 +251,27 @@ def _stale(path: Path, stale_s: float) -> bool:
     if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
         return not _pid_alive(info["pid"])
     return False
+
+
+@contextlib.contextmanager
+def recorded(job: SlideJob, source: object, logger: logging.Logger = log) -> Iterator[SlideJob]:
+    """Run one slide's work so that it never raises for a bad slide: a lock held by another
+    process marks ``job`` locked, a bad slide or I/O error marks it failed with the reason
+    (``source`` names the input in it), and the seconds are recorded either way."""
+    start = time.perf_counter()
+    try:
+        yield job
+    except SlideLocked:
+        job.status = JobStatus.LOCKED
+        logger.info("%s: locked by another process, skipped", job.slide_id)
+    except SlideError as e:
+        job.status, job.error, job.reason = JobStatus.FAILED, type(e).__name__, str(e)
+        logger.warning("%s: %s", job.slide_id, e)
+    except (OSError, ValueError, RuntimeError, MemoryError) as e:
+        job.status, job.error, job.reason = JobStatus.FAILED, type(e).__name__, f"{source}: {e}"
+        logger.warning("%s failed: %s: %s", job.slide_id, type(e).__name__, e)
+    finally:
+        job.seconds = time.perf_counter() - start
 
 
 def update_failures(out: Path, report: CohortReport) -> Path:
