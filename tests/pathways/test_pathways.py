@@ -181,3 +181,25 @@ def test_paper_scale_defaults(tmp_path):
     bg_sizes = [len(m) for m, b in zip(tok.members, tok.is_background, strict=True) if b]
     assert max(bg_sizes) <= TokenConfig().background_chunk_size
     assert sum(bg_sizes) == (~in_pathways).sum()
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 256])
+def test_single_background_token(chunk):
+    """``background = single``: every gene in no kept set goes to ONE token, whatever the chunk."""
+    from rnafm.pathways import BackgroundLayout
+
+    g = _genes(20)
+    sets = {"a": g[0:4], "b": g[3:6]}  # genes 6..19 are in no set
+    single = select_tokens(
+        g, sets, TokenConfig(min_size=2, background_chunk_size=chunk, background="single")
+    )
+    assert TokenConfig(background="single").background is BackgroundLayout.SINGLE
+    assert single.is_background.sum() == 1 and single.names[-1] == "background_0"
+    np.testing.assert_array_equal(single.members[-1], np.arange(6, 20))
+    chunks = select_tokens(g, sets, TokenConfig(min_size=2, background_chunk_size=chunk))
+    assert chunks.is_background.sum() == -(-14 // chunk)  # the default splits them
+    assert single.names[:2] == chunks.names[:2] == ["a", "b"]
+    covered = select_tokens(g[:6], sets, TokenConfig(min_size=2, background="single"))
+    assert covered.is_background.sum() == 0  # no uncovered gene: no background token
+    with pytest.raises(ValueError):
+        TokenConfig(background="several")

@@ -6,6 +6,7 @@ from rnafm.model.config import (
     HeadModulation,
     Implementation,
     ModelConfig,
+    PathwayMask,
     model_preset,
 )
 from rnafm.model.network import RNAFM, build_model
@@ -18,6 +19,7 @@ __all__ = [
     "HeadModulation",
     "Implementation",
     "ModelConfig",
+    "PathwayMask",
     "Precision",
     "autocast",
     "build_model",

@@ -1,4 +1,4 @@
-"""DiT-style blocks over pathway tokens (adaLN-Zero, graph-masked attention)."""
+"""Blocks over pathway tokens: DiT-style (adaLN-Zero, graph-masked attention) and a graph block."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TokenBlock", "modulate"]
+__all__ = ["GraphBlock", "TokenBlock", "modulate"]
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -84,3 +84,35 @@ class TokenBlock(nn.Module):
             h = h + self.proj_x(self._merge(ax))  # (B, T, H)
         y = modulate(self.norm2(h), shift2, scale2)  # (B, T, H)
         return torch.addcmul(h, gate2.unsqueeze(1), self.mlp(y))  # (B, T, H)
+
+
+class GraphBlock(nn.Module):
+    """One pre-norm transformer block under the pathway-graph mask, not conditioned on t or slide.
+
+    The published model applies the pathway mask once, in such a block between the gene
+    embedding and the (then unmasked) DiT blocks: a token mixes only with the tokens it shares
+    genes with. The attention branch carries a learnable residual scale that starts at 0.1.
+    """
+
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float, *, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(hidden)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.alpha = nn.Parameter(torch.full((1,), 0.1))
+        self.norm2 = nn.LayerNorm(hidden)
+        inner = int(hidden * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden, inner), nn.GELU(), nn.Linear(inner, hidden))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor, mask: Tensor | None) -> Tensor:
+        """Update token states h (B, T, H); ``mask`` is an additive (T, T) mask or None."""
+        b, t, hid = h.shape
+        qkv = self.qkv(self.norm1(h)).view(b, t, 3, self.heads, hid // self.heads)  # (B,T,3,nh,hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # (B, nh, T, hd) each
+        mask = None if mask is None else mask.to(q.dtype)  # (T, T)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hd)
+        a = self.proj(a.transpose(1, 2).reshape(b, t, hid))  # (B, T, H)
+        h = h + self.dropout(self.alpha * a)  # (B, T, H)
+        return h + self.dropout(self.mlp(self.norm2(h)))  # (B, T, H)

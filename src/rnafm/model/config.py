@@ -7,7 +7,14 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["MODEL_PRESETS", "HeadModulation", "Implementation", "ModelConfig", "model_preset"]
+__all__ = [
+    "MODEL_PRESETS",
+    "HeadModulation",
+    "Implementation",
+    "ModelConfig",
+    "PathwayMask",
+    "model_preset",
+]
 
 
 class Implementation(str, Enum):
@@ -22,6 +29,13 @@ class HeadModulation(str, Enum):
 
     TOKEN = "token"  # each token's head has its own modulation (as the published model)
     SHARED = "shared"  # one modulation shared by all heads (fewer parameters)
+
+
+class PathwayMask(str, Enum):
+    """Where the pathway-graph attention mask (edge = shared genes) is applied."""
+
+    EVERY_BLOCK = "every_block"  # in every DiT block (rnafm)
+    GRAPH_BLOCK = "graph_block"  # once, in a graph block before unmasked DiT blocks (published)
 
 
 class ModelConfig(BaseModel):
@@ -43,6 +57,18 @@ class ModelConfig(BaseModel):
     )
     use_pathway_mask: bool = Field(
         True, description="Mask token attention by the pathway graph (edge = shared genes)."
+    )
+    pathway_mask: PathwayMask = Field(
+        PathwayMask.EVERY_BLOCK,
+        description="Where the pathway mask applies: in every DiT block, or once in an "
+        "unconditioned graph block before unmasked DiT blocks (the published model).",
+    )
+    graph_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout of the graph block's attention and MLP outputs "
+        "(pathway_mask = graph_block; the published model uses 0.1).",
     )
     cross_attention: bool = Field(
         False, description="Add cross-attention from pathway tokens to the cluster tokens."

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rnafm.model.blocks import TokenBlock
+from rnafm.model.blocks import GraphBlock, TokenBlock
 from rnafm.model.condition import Condition, ImageEncoder, TimeEmbedding
-from rnafm.model.config import Implementation, ModelConfig
+from rnafm.model.config import Implementation, ModelConfig, PathwayMask
 from rnafm.model.gene_ops import GeneTokenEmbed, GeneTokenHeads, TokenLayout
 
 if TYPE_CHECKING:
@@ -73,6 +73,11 @@ class RNAFM(nn.Module):
         self.slide_head = nn.Linear(hid, len(self.genes)) if config.slide_head else None
         self.null_vec = nn.Parameter(torch.randn(hid) * 0.02)
         self.null_token = nn.Parameter(torch.randn(hid) * 0.02) if config.cross_attention else None
+        self.graph = (
+            GraphBlock(hid, config.heads, config.mlp_ratio, dropout=config.graph_dropout)
+            if config.pathway_mask is PathwayMask.GRAPH_BLOCK
+            else None
+        )
         self.blocks = nn.ModuleList(
             TokenBlock(hid, config.heads, config.mlp_ratio, cross_attention=config.cross_attention)
             for _ in range(config.depth)
@@ -150,6 +155,8 @@ class RNAFM(nn.Module):
         if self.config.use_pathway_mask:  # additive mask, built once for all blocks
             mask = torch.zeros(self.attn_mask.shape, device=h.device, dtype=h.dtype)  # (T, T)
             mask = mask.masked_fill(~self.attn_mask, float("-inf"))  # (T, T)
+        if self.graph is not None:  # the mask applies once, the DiT blocks are unmasked
+            h, mask = self.graph(h, mask), None  # (B, T, H)
         for block in self.blocks:
             h = block(h, c, mask, cond.tokens, cond.token_bias)  # (B, T, H)
         return self.heads(h, c)  # (B, G)

@@ -12,7 +12,8 @@ Selection procedure (:func:`select_tokens`), deterministic for a given gene list
    each time the set adding the most not-yet-covered genes (ties: larger set, then name).
 5. Kept pathway tokens keep the order of the gene-set file. Genes in no kept set become background
    tokens: taken in the order of the gene list and split into contiguous chunks of near-equal
-   size, at most ``background_chunk_size`` genes each, named ``background_<i>``.
+   size, at most ``background_chunk_size`` genes each, named ``background_<i>``; with
+   ``background = single`` they all form one token ``background_0`` (the published model).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -27,9 +29,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm.errors import InputError
 
-__all__ = ["TokenConfig", "PathwayTokens", "select_tokens"]
+__all__ = ["BackgroundLayout", "TokenConfig", "PathwayTokens", "select_tokens"]
 
 logger = logging.getLogger(__name__)
+
+
+class BackgroundLayout(str, Enum):
+    """How the genes in no kept gene set are grouped into background tokens."""
+
+    CHUNKS = "chunks"  # contiguous chunks of at most background_chunk_size genes (rnafm)
+    SINGLE = "single"  # one background token for all of them (the published model)
 
 
 class TokenConfig(BaseModel):
@@ -54,6 +63,11 @@ class TokenConfig(BaseModel):
     )
     background_chunk_size: int = Field(
         256, ge=1, description="Most genes in one background token (genes in no kept set)."
+    )
+    background: BackgroundLayout = Field(
+        BackgroundLayout.CHUNKS,
+        description="Background genes in chunks of at most background_chunk_size (chunks) or "
+        "all in one token (single, as the published model).",
     )
 
 
@@ -232,7 +246,9 @@ def select_tokens(
     for m in tok_members:
         covered[m] = True
     rest = np.flatnonzero(~covered)
-    n_chunks = -(-rest.size // config.background_chunk_size)
+    n_chunks = -(-rest.size // config.background_chunk_size)  # ceil
+    if config.background is BackgroundLayout.SINGLE:
+        n_chunks = min(n_chunks, 1)
     for i, chunk in enumerate(np.array_split(rest, n_chunks) if n_chunks else []):
         tok_names.append(f"background_{i}")
         tok_members.append(chunk.astype(np.int64))

@@ -25,6 +25,17 @@ its source:
   to trade size for steps.
 - ``model.cluster_index_embedding = true``: the paper adds a learned embedding of the cluster
   index (``ModelConfig`` keeps it off by default).
+- ``model.cluster_size_weights = false``, ``model.pool_heads = 0``, ``model.encoder_dropout = 0``,
+  ``model.slide_head = false``: the paper pools the cluster tokens by a plain mean, with no
+  cluster-size bias, and has no slide head.
+- ``model.pathway_mask = graph_block``, ``model.graph_dropout = 0.1``: the paper applies the
+  pathway-graph attention mask ONCE, in an unconditioned graph block (pre-norm attention with a
+  residual scale starting at 0.1, an MLP, dropout 0.1) between the gene embedding and the DiT
+  blocks; its DiT blocks attend over all tokens. ``model.depth`` counts the DiT blocks, as the
+  paper's depth 7 does. rnafm masks every DiT block and has no graph block.
+- ``tokens.background = single``: the paper puts all genes in no pathway into ONE background
+  token (3,645 genes at its scale); rnafm splits them into tokens of at most
+  ``tokens.background_chunk_size`` genes.
 - ``calibration.method = none``: the published pipeline reports ``mean +- 1.645 std`` of the
   draws, with no conformal calibration on validation.
 
@@ -35,6 +46,24 @@ Everything else (batch 32, AdamW with our weight decay and cosine schedule, EMA,
 ``optim.max_minutes``, condition dropout 0.1, k-means with K = 100) keeps our defaults: either
 the paper agrees (batch 32, K = 100, dropout 0.1) or the paper's value is not known to us, and a
 CPU benchmark needs the same time budget for both recipes to be a fair comparison.
+
+What the presets do NOT reproduce of the published network (rnafm's modules are used instead):
+
+- the background token: the paper embeds it and decodes it with its own head, outside the
+  graph and DiT blocks; here it is one more token that goes through all blocks;
+- the gene embedding: the paper gives every pathway its own two-layer MLP (Linear, SiLU,
+  Linear) plus a pathway embedding; rnafm has a per-token Linear, tanh-GELU and one shared
+  Linear, plus a token embedding;
+- the image encoder: the paper runs two transformer layers at the feature width (1024) over the
+  cluster tokens, mean-pools and then projects to the hidden size; rnafm projects to the hidden
+  size first and runs ``model.image_depth`` (1) layers;
+- condition dropout: the paper replaces the whole batch's clusters by a fixed random input with
+  probability 0.1; rnafm replaces each slide's vector by a learned null vector with
+  probability 0.1;
+- the DiT blocks: rnafm's carry a learnable attention residual scale (starts at 1, so the same
+  function at initialisation);
+- token selection: the paper uses its 380 GO-MF terms as they are; rnafm's selection (size
+  bounds, near-duplicate removal, at most 400 tokens) runs on the gene sets given.
 """
 
 from __future__ import annotations
@@ -62,6 +91,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.pool_heads": 0,
         "model.encoder_dropout": 0.0,
         "model.slide_head": False,
+        "model.pathway_mask": "graph_block",
+        "model.graph_dropout": 0.1,
+        "tokens.background": "single",
         "calibration.method": "none",
     },
 }
