@@ -51,11 +51,13 @@ def make_cohort(
     noise: float = 0.35,
     seed: int = 0,
     design: str = "mixture",
+    **extra,
 ) -> dict:
     """Write ``root/features/*.h5`` and ``root/reference.csv`` (raw values); return metadata.
 
     Delegates to :func:`rnafm.synth.features.make_feature_cohort` (``design`` picks the
-    :class:`rnafm.synth.features.Design`; ``n_types``, ``tiles`` apply to mixture designs).
+    :class:`rnafm.synth.features.Design`; ``n_types``, ``tiles`` apply to mixture designs;
+    ``extra`` sets any other :class:`rnafm.synth.features.FeatureCohortConfig` field).
     """
     import pandas as pd
 
@@ -63,7 +65,7 @@ def make_cohort(
 
     c = make_feature_cohort(
         root, design=design, n_slides=n_slides, n_genes=n_genes, dim=dim, seed=seed,
-        n_types=n_types, tiles=tiles, noise=noise,
+        n_types=n_types, tiles=tiles, noise=noise, **extra,
     )  # fmt: skip
     ref = pd.read_csv(c.reference, dtype={"wsi_file_name": str, "patient_id": str, "site": str})
     return {
@@ -270,6 +272,13 @@ def main() -> None:
         choices=[d.value for d in Design],
         help="Synthetic cohort design (rnafm.synth.features.Design).",
     )
+    ap.add_argument(
+        "--cohort-set",
+        action="append",
+        default=[],
+        help="Synthetic cohort setting key=json-value (FeatureCohortConfig field, e.g. "
+        "state_noise=0.6 or read_depth=2e5 for error sizes that depend on the slide).",
+    )
     ap.add_argument("--draws", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
     ap.add_argument("--workdir", type=Path, default=None, help="Keep the cohort here (reused).")
@@ -328,6 +337,7 @@ def main() -> None:
         dim=args.dim,
         seed=args.seed,
         design=args.design,
+        **_parse_sets(args.cohort_set),
     )
     tr, te = split_reference(root, meta)
     t_data = time.perf_counter() - t0
@@ -348,6 +358,7 @@ def main() -> None:
         "dim": args.dim,
         "seed": args.seed,
         "design": args.design,
+        "cohort_settings": _parse_sets(args.cohort_set),
         "preset": args.preset,
         "rnafm_pcc": main_run["pcc"],
         "ridge_pcc": pcc_mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=False), truth),

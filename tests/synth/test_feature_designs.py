@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.stats import spearmanr
 
 from rnafm.synth.features import Design, load_feature_cohort, make_feature_cohort
 from rnafm.synth.tile_truth import TileTruth, read_tile_truth, write_tile_truth
@@ -271,8 +272,33 @@ def test_bulk_equals_the_direct_sum_over_tiles():
     load = np.zeros((len(fl.PROGRAMMES), 120))
     load[:, m.prog_genes] = m.load
     w = fl._RNA_CONTENT[types][:, None]  # (N, 1)
-    direct = (w * np.exp2(m.log_prof[types] + act @ load)).sum(0) / w.sum()
-    np.testing.assert_allclose(fl._bulk(m, types, act), direct, rtol=1e-5)
+    each = w * np.exp2(m.log_prof[types] + act @ load)  # (N, G)
+    by_type = fl._bulk(m, types, act)  # (T, G)
+    np.testing.assert_allclose(by_type.sum(0), each.sum(0) / w.sum(), rtol=1e-5)
+    for t in range(len(fl.TYPE_NAMES)):  # the split by type is the sum over that type's tiles
+        np.testing.assert_allclose(by_type[t], each[types == t].sum(0) / w.sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("design", ["mixture", "localized"])
+def test_state_noise_makes_error_size_follow_composition(tmp_path, design):
+    """With state_noise, the log-expression change it causes is larger where the types with a
+    large state sd dominate; with read_depth, lowly expressed genes are noisier."""
+    kw = {"n_slides": 40, "n_genes": 300, "dim": 8, "seed": 3}
+    if design == "localized":
+        kw |= {"grid_rows": (12, 14), "grid_cols": (12, 14)}
+    base = make_feature_cohort(tmp_path / "a", design=design, **kw)
+    noisy = make_feature_cohort(tmp_path / "b", design=design, state_noise=1.0, **kw)
+    np.testing.assert_array_equal(base.tile_means, noisy.tile_means)  # images unchanged
+    delta = np.abs(noisy.log2 - base.log2).mean(axis=1)  # (n,)
+    assert delta.mean() > 0.1
+    if design == "localized":  # tumour has the largest state sd, necrosis the smallest
+        share = base.type_fractions[:, 0]  # tumour share of the sampled region
+        assert spearmanr(share, delta)[0] > 0.3
+    counted = make_feature_cohort(tmp_path / "c", design=design, read_depth=2e5, **kw)
+    d = np.abs(counted.log2 - base.log2)  # (n, G)
+    low = base.log2.mean(0) < np.quantile(base.log2.mean(0), 0.2)
+    high = base.log2.mean(0) > np.quantile(base.log2.mean(0), 0.8)
+    assert d[:, low].mean() > 2 * d[:, high].mean()
 
 
 def test_config_is_checked_and_kept(tmp_path):

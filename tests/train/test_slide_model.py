@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.spatial.distance import mahalanobis
 
-from rnafm.training.targets import Novelty, OutputTransform, Spread
+from rnafm.training.targets import Difficulty, Novelty, OutputTransform, Spread
 
 
 def _transform(g: int) -> OutputTransform:
@@ -41,10 +41,10 @@ def test_spread_sets_each_slide_and_gene_std(power):
     spread = Spread(
         gene_scale=rng.uniform(0.5, 2, 11), flow_ref=rng.uniform(0.5, 2, 11), power=power
     )
-    lev = rng.uniform(0, 3, 4)  # (n,)
-    out = t.to_log2(x, None, spread=spread, leverage=lev)
+    factor = rng.uniform(0.5, 3, 4)  # (n,)
+    out = t.to_log2(x, None, spread=spread, slide_factor=factor)
     flow_sd = x.std(axis=1, ddof=1)  # (n, G)
-    want = spread.gene_scale * (flow_sd / spread.flow_ref) ** power * np.sqrt(1 + lev)[:, None]
+    want = spread.gene_scale * (flow_sd / spread.flow_ref) ** power * factor[:, None]
     np.testing.assert_allclose(out.std(axis=1, ddof=1), want * t.std, rtol=1e-9)
     np.testing.assert_allclose(out.mean(axis=1), x.mean(axis=1) * t.res_scale * t.std + t.mean)
 
@@ -59,6 +59,60 @@ def test_novelty_leverage_is_mahalanobis_over_n():
     np.testing.assert_allclose(nv.leverage(new), want, rtol=1e-8)
     far = nv.leverage(emb.mean(0, keepdims=True) + 50)
     assert far[0] > nv.leverage(emb).max()
+
+
+def test_difficulty_penalty_is_the_leave_one_out_best_and_finds_a_planted_trend():
+    """The closed-form leave-one-out choice equals refitting without each slide; slides whose
+    embedding says 'hard' (planted) get a larger factor."""
+    rng = np.random.default_rng(5)
+    n, h, g = 60, 7, 30
+    emb = rng.normal(size=(n, h))
+    hard = np.exp(0.6 * emb[:, 2])  # (n,) residual scale grows with one embedding direction
+    res = rng.normal(size=(n, g)) * hard[:, None]
+    alphas = np.array([0.1, 3.0, 100.0])
+    d = Difficulty.fit(emb, res, alphas=alphas)
+    y = 0.5 * np.log((res**2).mean(1))
+    y = y - y.mean()
+    x = (emb - emb.mean(0)) / (emb.std(0) + 1e-8)
+
+    def loo(a):  # plain loop: refit without slide i (centred on the others' mean)
+        errs = []
+        for i in range(n):
+            keep = np.arange(n) != i
+            xk, yk = x[keep], y[keep]
+            mx, my = xk.mean(0), yk.mean()
+            b = np.linalg.solve((xk - mx).T @ (xk - mx) + a * np.eye(h), (xk - mx).T @ (yk - my))
+            errs.append(y[i] - my - (x[i] - mx) @ b)
+        return np.mean(np.square(errs))
+
+    assert d.alpha == alphas[np.argmin([loo(a) for a in alphas])]
+    new = np.zeros((2, h))
+    new[0, 2], new[1, 2] = -1.5, 1.5
+    lo, hi = d.factor(new)
+    assert hi > 1.5 * lo
+    spread = Spread(np.ones(g), np.ones(g), 0.0, Novelty.fit(emb), 2.0, d, 1.0)
+    near = emb[:2] * 0.5  # inside the training slides' range
+    want = (1 + spread.novelty.leverage(near)) ** 2 * d.factor(near)
+    np.testing.assert_allclose(spread.slide_factor(near), want)
+    assert spread.slide_factor(None) is None
+    far = np.zeros((1, h))
+    far[0, 2] = -40.0  # 'easy' by the trend, but far outside the training slides
+    assert d.factor(far)[0] < 1.0
+    np.testing.assert_allclose(
+        spread.slide_factor(far), (1 + spread.novelty.leverage(far)) ** 2
+    )  # the difficulty term cannot narrow it
+
+
+def test_spread_round_trips_with_its_slide_terms(tmp_path):
+    rng = np.random.default_rng(6)
+    emb = rng.normal(size=(30, 4))
+    d = Difficulty.fit(emb, rng.normal(size=(30, 9)))
+    spread = Spread(rng.uniform(size=9), rng.uniform(size=9), 0.5, Novelty.fit(emb), 1.0, d, 1.0)
+    spread.save(tmp_path / "s.npz")
+    back = Spread.load(tmp_path / "s.npz")
+    new = rng.normal(size=(3, 4))
+    np.testing.assert_allclose(back.slide_factor(new), spread.slide_factor(new))
+    assert (back.power, back.novelty_power, back.difficulty_power) == (0.5, 1.0, 1.0)
 
 
 def test_image_path_learns_a_size_driven_signal():

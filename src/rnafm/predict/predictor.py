@@ -175,10 +175,10 @@ class Predictor:
         if weight > 0:
             head_z = slide_estimates(self.model, data.clusters, data.sizes, device=self.device)
         spread = Spread.load(self.run_dir / SPREAD)
-        leverage = None
-        if spread is not None and spread.novelty is not None:
+        factor = None
+        if spread is not None and (spread.novelty is not None or spread.difficulty is not None):
             emb = slide_embeddings(self.model, data.clusters, data.sizes, device=self.device)
-            leverage = spread.novelty.leverage(emb)  # (n,)
+            factor = spread.slide_factor(emb)  # (n,)
         return self.targets.transform.to_log2(
             x,
             self.targets.prior_z(data.clusters, data.sizes),
@@ -186,7 +186,7 @@ class Predictor:
             head_z=head_z,
             head_weight=weight if head_z is not None else 0.0,
             spread=spread,
-            leverage=leverage,
+            slide_factor=factor,
         )  # (n, S, G)
 
     def load_data(self, features, *, reference=None, slides=None):

@@ -271,18 +271,23 @@ def _encode(m: _Model, types, act, stain, cfg: FeatureCohortConfig, rng) -> np.n
 
 
 def _bulk(m: _Model, types: np.ndarray, act: np.ndarray) -> np.ndarray:
-    """RNA-weighted mean over the given tiles of 2 ** (profile + activity @ loadings), (G,)."""
+    """RNA-weighted mean over the given tiles of 2 ** (profile + activity @ loadings), split by
+    tile type: (T, G), whose column sums are the bulk (G,)."""
     n_t = len(TYPE_NAMES)
     prof = np.exp2(m.log_prof)  # (T, G)
     wt = _RNA_CONTENT * np.bincount(types, minlength=n_t)  # (T,) RNA of each type
-    mix = wt @ prof  # (G,) without programmes
+    mix = wt[:, None] * prof  # (T, G) without programmes
     on = act.any(axis=1)  # tiles without activity have 2 ** 0 = 1 everywhere
     if on.any():
         e = np.exp2(act[on].astype(np.float32) @ m.load) - 1.0  # (N_on, Gp)
         onehot = np.eye(n_t, dtype=np.float32)[types[on]]  # (N_on, T)
         extra = (onehot.T @ e) * _RNA_CONTENT[:, None]  # (T, Gp)
-        mix[m.prog_genes] += (prof[:, m.prog_genes] * extra).sum(0)
+        mix[:, m.prog_genes] += prof[:, m.prog_genes] * extra
     return mix / max(wt.sum(), 1e-12)
+
+
+# how strongly each tile type's own RNA varies with unseen tissue states (x state_noise)
+_STATE_SD = np.array([1.0, 0.4, 0.8, 0.2, 0.5])
 
 
 def _draw_slide(cfg: FeatureCohortConfig, m: _Model, pats: _Patients, p: int, rng):
@@ -320,9 +325,12 @@ def _draw_slide(cfg: FeatureCohortConfig, m: _Model, pats: _Patients, p: int, rn
         type_names=list(TYPE_NAMES),
     )
     hidden = pats.hidden[p] @ m.hidden_load + pats.noise[p]  # (G,) log2, no image shows it
-    raw = _bulk(m, t_tiles[s_tiles], a_tiles[s_tiles]) * np.exp2(
-        hidden + rng.normal(0, 0.1, len(m.genes))
-    )
+    by_type = _bulk(m, t_tiles[s_tiles], a_tiles[s_tiles])  # (T, G)
+    raw = by_type.sum(0) * np.exp2(hidden + rng.normal(0, 0.1, len(m.genes)))  # (G,)
+    if cfg.state_noise > 0:  # unseen tissue states: each type's share varies on its own
+        state = cfg.state_noise * _STATE_SD[:, None] * rng.standard_normal(by_type.shape)
+        ratio = (by_type * np.exp2(state)).sum(0) / np.maximum(by_type.sum(0), 1e-300)  # (G,)
+        raw = raw * ratio
     return draw, raw
 
 

@@ -63,9 +63,17 @@ def run_mixture(
     latent = rng.normal(0, 0.6, (n_patients, n_sets))[patient_of]  # (n, S) not in the image
     act = np.tanh(props @ w_prog + np.einsum("ni,nj,ijs->ns", props, props, w_pair)) + latent
     log_prof = base[None, None, :] + type_fc[None]  # (1, T, G)
-    mix = np.einsum(
-        "nt,ntg->ng", props, np.broadcast_to(2.0**log_prof, (n_slides,) + log_prof.shape[1:])
-    )
+    if cfg.state_noise > 0:  # per-slide tissue states: each type's own RNA varies unseen
+        st_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3]))
+        type_sd = cfg.state_noise * st_rng.uniform(0.0, 1.5, n_types)  # (T,)
+        mix = np.zeros((n_slides, n_genes))
+        for t in range(n_types):  # (n, G) per type keeps memory at n x G
+            state = type_sd[t] * st_rng.standard_normal((n_slides, n_genes))  # (n, G)
+            mix += props[:, t : t + 1] * 2.0 ** (log_prof[0, t][None] + state)
+    else:
+        mix = np.einsum(
+            "nt,ntg->ng", props, np.broadcast_to(2.0**log_prof, (n_slides,) + log_prof.shape[1:])
+        )
     raw = mix * 2.0 ** (act @ load) * 2.0 ** rng.normal(0, cfg.noise, (n_slides, n_genes))
 
     adj_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))

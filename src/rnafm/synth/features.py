@@ -98,6 +98,22 @@ class FeatureCohortConfig(BaseModel):
     hidden_sd: float = Field(
         0.5, ge=0.0, description="localized: sd of patient programmes no image shows."
     )
+    # heteroscedasticity (both designs)
+    state_noise: float = Field(
+        0.0,
+        ge=0.0,
+        description="log2 sd of per-slide, per-gene tissue-state effects no image shows, acting "
+        "on each tissue type's own RNA (scaled by a fixed per-type factor): the unpredictable "
+        "part of a gene then grows with the share of the types that express it, so error size "
+        "depends on the slide's composition. 0: off.",
+    )
+    read_depth: float | None = Field(
+        None,
+        gt=0,
+        description="Mean sequenced reads per slide: bulk values become Poisson counts at a "
+        "per-slide depth (log-normal around this, sd 0.5) rescaled to the slide's total, so "
+        "lowly expressed genes are noisier. None: no counting noise.",
+    )
 
     @field_validator("tiles", "grid_rows", "grid_cols")
     @classmethod
@@ -260,6 +276,8 @@ def make_feature_cohort(
         draws[i] = (d.features.mean(0, dtype=np.float64), len(d.features))
 
     out = _run_design(cfg, emit)
+    if cfg.read_depth is not None:
+        out.raw = _count_noise(out.raw, cfg.read_depth, cfg.seed)
     patients = [f"P{int(p):04d}" for p in out.patient_index]
     _write_reference(root / "reference.csv", slide_ids, patients, out.sites, out.genes, out.raw)
     tile_means = np.stack([draws[i][0] for i in range(cfg.n_slides)]).astype(np.float32)
@@ -281,6 +299,15 @@ def make_feature_cohort(
     logger.info("synthetic %s cohort: %d slides, %d genes in %s",
                 cfg.design.value, cfg.n_slides, len(out.genes), root)  # fmt: skip
     return cohort
+
+
+def _count_noise(raw: np.ndarray, depth: float, seed: int) -> np.ndarray:
+    """Poisson counting noise: (n, G) raw -> counts at a per-slide depth, on raw's scale."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    total = raw.sum(axis=1, keepdims=True)  # (n, 1)
+    reads = depth * np.exp(rng.normal(0.0, 0.5, (len(raw), 1)))  # (n, 1)
+    counts = rng.poisson(raw / total * reads)  # (n, G)
+    return counts / reads * total  # (n, G)
 
 
 def _remove_stale(root: Path, keep: set[str]) -> None:

@@ -91,6 +91,16 @@ class ValidationConfig(BaseModel):
         "is gene_scale x (flow std / its mean over validation slides) ** power; 0 keeps the "
         "per-gene scale only. Chosen on validation by the Gaussian CRPS.",
     )
+    novelty_powers: tuple[float, ...] = Field(
+        (0.5, 1.0, 2.0),
+        description="Powers of (1 + h) in the slide factor of the std tried on validation (h: "
+        "leverage of the slide embedding among the training slides); chosen by the CRPS.",
+    )
+    difficulty_powers: tuple[float, ...] = Field(
+        (0.0, 1.0),
+        description="Powers of the predicted slide difficulty (from the slide embedding, fitted "
+        "on the training slides' cross-fitted residuals) tried on validation; chosen by CRPS.",
+    )
 
 
 class ImagePathConfig(BaseModel):

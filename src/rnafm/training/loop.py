@@ -214,7 +214,7 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
         ddp.barrier(ctx)  # wait for rank 0 to select, calibrate and write the run
         return out
     try:
-        cal = _finish(out, s.parts.ema, validator, config, device, state, train)
+        cal = _finish(out, s.parts.ema, validator, config, device, state, train, y_model)
         if (
             validator is not None
             and targets.prior is not None
@@ -431,8 +431,11 @@ def _refit_prior(out: Path, targets, train, y_tr, validator: Validator, config) 
     logger.info("ridge prior refitted on %d training + validation slides", len(x))
 
 
-def _finish(out, ema, validator, config, device, state, train) -> Path:
-    """Select the best EMA weights, calibrate, write val_metrics.json and calibration.json."""
+def _finish(out, ema, validator, config, device, state, train, y_model) -> Path:
+    """Select the best EMA weights, calibrate, write val_metrics.json and calibration.json.
+
+    ``y_model`` (n, G): the flow's training targets (with a ridge prior, the cross-fitted
+    residuals that the spread's difficulty term learns from)."""
     from safetensors.torch import load_file
 
     if validator is None or not (out / WEIGHTS).is_file():
@@ -444,7 +447,7 @@ def _finish(out, ema, validator, config, device, state, train) -> Path:
         )
     else:
         ema.load_state_dict(load_file(str(out / WEIGHTS), device=str(device)))
-        cal, spread = validator.calibrate(ema, train)
+        cal, spread = validator.calibrate(ema, train, y_model)
         spread.save(out / SPREAD)
     write_json(out / CALIBRATION, cal)
     metrics = {

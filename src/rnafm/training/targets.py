@@ -16,6 +16,7 @@ from rnafm.training.run import NORMALISATION, PRIOR, Normalisation
 __all__ = [
     "OutputTransform",
     "Novelty",
+    "Difficulty",
     "Spread",
     "Targets",
     "aligned_expression",
@@ -39,6 +40,7 @@ class Novelty:
     mean: np.ndarray  # float64 (H,)
     precision: np.ndarray  # float64 (H, H)
     n: int
+    h_max: float = np.inf  # largest leverage of a training embedding
 
     @classmethod
     def fit(cls, emb: np.ndarray, *, shrink: float = 0.1) -> Novelty:
@@ -48,7 +50,9 @@ class Novelty:
         cov = np.cov(emb - mu, rowvar=False).reshape(emb.shape[1], emb.shape[1])  # (H, H)
         diag = np.diag(np.diag(cov)) + 1e-6 * np.eye(len(mu))
         cov = (1 - shrink) * cov + shrink * diag  # (H, H) well conditioned for n < H
-        return cls(mu, np.linalg.inv(cov), int(emb.shape[0]))
+        out = cls(mu, np.linalg.inv(cov), int(emb.shape[0]))
+        out.h_max = float(out.leverage(emb).max())
+        return out
 
     def leverage(self, emb: np.ndarray) -> np.ndarray:
         """h (m,) of embeddings (m, H)."""
@@ -57,20 +61,91 @@ class Novelty:
 
 
 @dataclass
+class Difficulty:
+    """How hard a slide is to predict, read from its embedding.
+
+    The flow's training targets are the ridge prior's cross-fitted (out-of-fold) residuals in
+    units of their per-gene scale; a slide's difficulty is the root mean square of its residuals
+    over genes. A ridge regression (penalty by leave-one-out) of the log difficulty of the
+    training slides on their embeddings predicts it for any slide: slides whose composition made
+    the training slides hard get wider intervals, easy ones narrower. :meth:`factor` is the
+    predicted difficulty relative to the training slides' average, clipped to the range fitted
+    on the training slides: it never extrapolates, so a slide unlike any training slide cannot
+    be called easy (its width then comes from the :class:`Novelty` term).
+    """
+
+    mean: np.ndarray  # float64 (H,) embedding mean
+    scale: np.ndarray  # float64 (H,) embedding std
+    coef: np.ndarray  # float64 (H,) on the standardised embedding
+    alpha: float
+    low: float = -1.5  # smallest log factor fitted on the training slides
+    high: float = 1.5  # largest
+
+    @classmethod
+    def fit(
+        cls, emb: np.ndarray, residuals: np.ndarray, *, alphas: np.ndarray | None = None
+    ) -> Difficulty:
+        """From training embeddings (n, H) and their cross-fitted residuals (n, G)."""
+        emb = np.asarray(emb, dtype=np.float64)  # (n, H)
+        r = np.asarray(residuals, dtype=np.float64)  # (n, G)
+        y = 0.5 * np.log(np.maximum((r**2).mean(axis=1), 1e-12))  # (n,) log RMS
+        y = y - y.mean()
+        mu, sd = emb.mean(axis=0), emb.std(axis=0) + 1e-8  # (H,)
+        x = (emb - mu) / sd  # (n, H)
+        u, sv, vt = np.linalg.svd(x, full_matrices=False)  # (n, k), (k,), (k, H)
+        uty = u.T @ y  # (k,)
+        best = (np.inf, 1.0)
+        for a in np.logspace(-2, 5, 29) if alphas is None else alphas:
+            f = sv**2 / (sv**2 + a)  # (k,) shrinkage of each direction
+            fit = u @ (f * uty)  # (n,) fitted values
+            hat = (u**2) @ f + 1.0 / len(y)  # (n,) leverage incl. the centring
+            loo = np.mean(((y - fit) / np.maximum(1.0 - hat, 1e-6)) ** 2)
+            best = min(best, (loo, float(a)))
+        a = best[1]
+        coef = vt.T @ (sv / (sv**2 + a) * uty)  # (H,)
+        fitted = x @ coef  # (n,)
+        return cls(mu, sd, coef, a, float(fitted.min()), float(fitted.max()))
+
+    def factor(self, emb: np.ndarray) -> np.ndarray:
+        """Predicted difficulty (m,) of embeddings (m, H), 1 for an average training slide."""
+        x = (np.asarray(emb, dtype=np.float64) - self.mean) / self.scale  # (m, H)
+        return np.exp(np.clip(x @ self.coef, self.low, self.high))  # (m,)
+
+
+@dataclass
 class Spread:
     """Per-gene scale and slide-specific shape of the predictive spread (z units).
 
     The draws' deviations from their mean are rescaled so that a slide's std of gene g is
-    ``gene_scale[g] * (flow_std[g] / flow_ref[g]) ** power * sqrt(1 + h)``: ``gene_scale``
+    ``gene_scale[g] * (flow_std[g] / flow_ref[g]) ** power * slide_factor``: ``gene_scale``
     matches the held-out residual scale of each gene, ``power`` (chosen on validation) says how
-    much of the flow's slide-specific spread is kept (0: none, 1: all of it), and h is the
-    slide's :class:`Novelty` leverage (when known).
+    much of the flow's slide-specific spread is kept (0: none, 1: all of it), and the slide
+    factor (:meth:`slide_factor`) is ``(1 + h) ** novelty_power`` (h: the slide's
+    :class:`Novelty` leverage) times its :class:`Difficulty` to ``difficulty_power``.
     """
 
     gene_scale: np.ndarray  # float64 (G,)
     flow_ref: np.ndarray  # float64 (G,) mean flow std over validation slides (model space)
     power: float
     novelty: Novelty | None = None
+    novelty_power: float = 0.5
+    difficulty: Difficulty | None = None
+    difficulty_power: float = 0.0
+
+    def slide_factor(self, emb: np.ndarray | None) -> np.ndarray | None:
+        """Per-slide std factor (m,) from slide embeddings (m, H); None without either term."""
+        if emb is None or (self.novelty is None and self.difficulty is None):
+            return None
+        out = np.ones(len(emb))
+        outside = np.zeros(len(emb), dtype=bool)  # beyond every training slide's leverage
+        if self.novelty is not None:
+            h = self.novelty.leverage(emb)  # (m,)
+            out = out * (1.0 + h) ** self.novelty_power
+            outside = h > self.novelty.h_max
+        if self.difficulty is not None and self.difficulty_power:
+            d = self.difficulty.factor(emb) ** self.difficulty_power  # (m,)
+            out = out * np.where(outside, np.maximum(d, 1.0), d)  # never 'easy' out there
+        return out  # (m,)
 
     def save(self, path: Path) -> None:
         """Write as ``.npz`` atomically."""
@@ -79,13 +154,20 @@ class Spread:
         extra = {}
         if self.novelty is not None:
             nv = self.novelty
-            extra = {"emb_mean": nv.mean, "emb_precision": nv.precision, "emb_n": np.asarray(nv.n)}
+            extra = {"emb_mean": nv.mean, "emb_precision": nv.precision, "emb_n": np.asarray(nv.n),
+                     "emb_hmax": np.asarray(nv.h_max)}  # fmt: skip
+        if self.difficulty is not None:
+            d = self.difficulty
+            extra |= {"diff_mean": d.mean, "diff_scale": d.scale, "diff_coef": d.coef,
+                      "diff_alpha": np.asarray(d.alpha), "diff_range": np.asarray([d.low, d.high])}  # fmt: skip
         with atomic_path(path) as tmp, tmp.open("wb") as f:
             np.savez(
                 f,
                 gene_scale=self.gene_scale,
                 flow_ref=self.flow_ref,
                 power=np.asarray(self.power),
+                novelty_power=np.asarray(self.novelty_power),
+                difficulty_power=np.asarray(self.difficulty_power),
                 **extra,
             )
 
@@ -97,8 +179,23 @@ class Spread:
         with np.load(path) as z:
             novelty = None
             if "emb_mean" in z:
-                novelty = Novelty(z["emb_mean"], z["emb_precision"], int(z["emb_n"]))
-            return cls(z["gene_scale"], z["flow_ref"], float(z["power"]), novelty)
+                h_max = float(z["emb_hmax"]) if "emb_hmax" in z else np.inf
+                novelty = Novelty(z["emb_mean"], z["emb_precision"], int(z["emb_n"]), h_max)
+            difficulty = None
+            if "diff_coef" in z:
+                lo, hi = (float(v) for v in z["diff_range"])
+                difficulty = Difficulty(
+                    z["diff_mean"], z["diff_scale"], z["diff_coef"], float(z["diff_alpha"]), lo, hi
+                )
+            return cls(
+                z["gene_scale"],
+                z["flow_ref"],
+                float(z["power"]),
+                novelty,
+                float(z["novelty_power"]) if "novelty_power" in z else 0.5,
+                difficulty,
+                float(z["difficulty_power"]) if "difficulty_power" in z else 0.0,
+            )
 
 
 @dataclass
@@ -122,7 +219,7 @@ class OutputTransform:
         head_z: np.ndarray | None = None,
         head_weight: float = 0.0,
         spread: Spread | None = None,
-        leverage: np.ndarray | None = None,
+        slide_factor: np.ndarray | None = None,
     ) -> np.ndarray:
         """Model-space draws (n, S, G) and prior z (n, G) -> log2(x+1) draws (n, S, G).
 
@@ -131,7 +228,7 @@ class OutputTransform:
         head's estimate ``head_z`` (n, G), the predictive mean is ``(1 - head_weight)`` times
         that plus ``head_weight`` times the head. The draws keep the flow's deviations from
         their mean, in ``res_scale`` units or, with ``spread``, rescaled by it (and by
-        ``sqrt(1 + leverage)``, leverage (n,) from :meth:`Novelty.leverage`).
+        ``slide_factor`` (n,), from :meth:`Spread.slide_factor`).
         """
         mean_x = x.mean(axis=1, keepdims=True)  # (n, 1, G)
         dev = x - mean_x  # (n, S, G)
@@ -147,8 +244,8 @@ class OutputTransform:
             sd = np.maximum(sd, 1e-8)  # (n, 1, G)
             shape = (sd / np.maximum(spread.flow_ref, 1e-8)) ** spread.power  # (n, 1, G)
             dev = dev / sd * spread.gene_scale * shape  # (n, S, G)
-            if leverage is not None:
-                dev = dev * np.sqrt(1.0 + leverage)[:, None, None]  # (n, S, G)
+            if slide_factor is not None:
+                dev = dev * np.asarray(slide_factor)[:, None, None]  # (n, S, G)
         return (centre + dev) * self.std + self.mean  # (n, S, G)
 
 

@@ -16,7 +16,7 @@ from rnafm.metrics import (
     mean_pcc,
 )
 from rnafm.training.config import CalibrationMethod, TrainConfig
-from rnafm.training.targets import Novelty, Spread, Targets
+from rnafm.training.targets import Difficulty, Novelty, Spread, Targets
 
 __all__ = ["Validator", "uncalibrated"]
 
@@ -120,22 +120,28 @@ class Validator:
         }
 
     def _spread(
-        self, x: np.ndarray, centre_log2: np.ndarray, novelty: Novelty | None, lev
+        self,
+        x: np.ndarray,
+        centre_log2: np.ndarray,
+        novelty: Novelty | None,
+        difficulty: Difficulty | None,
+        emb: np.ndarray | None,
     ) -> tuple[Spread, dict]:
-        """The spread's per-gene scale and flow-shape power, chosen by CRPS (the novelty term,
-        when known, is always kept: a slide unlike the training slides gets a wider interval).
+        """The spread's per-gene scale, flow-shape power and slide factor, chosen by CRPS.
 
-        Candidates: flow-shape power in ``validation.spread_powers`` and a per-gene scale that is either the prior's cross-fitted residual
-        scale times one factor, or its average with this model's own per-gene validation error.
-        Each is fitted on one half of the validation patients and scored on the other (and the
-        other way round), so a candidate cannot win by fitting its own score; the chosen one is
-        refitted on all validation slides.
+        Candidates: flow-shape power in ``validation.spread_powers``; a per-gene scale that is
+        either the prior's cross-fitted residual scale times one factor, or its average with this
+        model's own per-gene validation error; the novelty term's power in
+        ``validation.novelty_powers`` and the difficulty term's in
+        ``validation.difficulty_powers`` (when known). Each is fitted on one half of the
+        validation patients and scored on the other (and the other way round), so a candidate
+        cannot win by fitting its own score; the chosen one is refitted on all validation slides.
         """
+        v = self.config.validation
         err = self.z - self.targets.norm.forward(centre_log2)  # (n, G) z units
         flow_sd = np.maximum(x.std(axis=1, ddof=1), 1e-8)  # (n, G) model space
         ref = flow_sd.mean(axis=0)  # (G,)
         base = self.targets.transform.res_scale  # (G,) cross-fitted residual scale
-        wide = np.ones(len(err)) if lev is None else np.sqrt(1.0 + lev)  # (n,)
 
         def scale(fit: np.ndarray, rel: np.ndarray, own: float) -> np.ndarray:
             k2 = np.mean((err[fit] / (base * rel[fit])) ** 2)  # one factor on the prior's shape
@@ -147,28 +153,40 @@ class Validator:
         half = _halves(list(self.val.patient_ids), self.config.seed)
         folds = [(half, ~half), (~half, half)] if half.any() and not half.all() else []
         everything = np.ones(len(err), dtype=bool)
+        nov_powers = tuple(v.novelty_powers) if novelty is not None else (0.0,)
+        diff_powers = tuple(v.difficulty_powers) if difficulty is not None else (0.0,)
+
+        def candidate(p, nov_p, diff_p) -> Spread:
+            return Spread(np.ones_like(ref), ref, p, novelty, nov_p, difficulty, diff_p)
+
         scores = {}
-        for p, own in itertools.product(self.config.validation.spread_powers, (0.0, 0.5, 1.0)):
+        for p, own, nov_p, diff_p in itertools.product(
+            v.spread_powers, (0.0, 0.5, 1.0), nov_powers, diff_powers
+        ):
+            slide = candidate(p, nov_p, diff_p).slide_factor(emb)
+            wide = np.ones(len(err)) if slide is None else slide  # (n,)
             rel = (flow_sd / ref) ** p * wide[:, None]  # (n, G)
             pairs = folds or [(everything, everything)]
             crps = [
                 crps_gaussian(err[t], 0.0, scale(f, rel, own) * rel[t]).mean() for f, t in pairs
             ]
-            scores[(p, own)] = float(np.mean(crps))
-        p, own = min(scores, key=lambda c: (scores[c], c))
-        rel = (flow_sd / ref) ** p * wide[:, None]
-        spread = Spread(
-            gene_scale=scale(everything, rel, own),
-            flow_ref=ref,
-            power=p,
-            novelty=novelty,
-        )
-        return spread, {f"power={k[0]} own_scale={k[1]}": v for k, v in scores.items()}
+            scores[(p, own, nov_p, diff_p)] = float(np.mean(crps))
+        p, own, nov_p, diff_p = min(scores, key=lambda c: (scores[c], c))
+        spread = candidate(p, nov_p, diff_p)
+        slide = spread.slide_factor(emb)
+        rel = (flow_sd / ref) ** p * (np.ones(len(err)) if slide is None else slide)[:, None]
+        spread.gene_scale = scale(everything, rel, own)
+        labels = ("power", "own_scale", "novelty_power", "difficulty_power")
+        table = {" ".join(f"{n}={c}" for n, c in zip(labels, k, strict=True)): val
+                 for k, val in scores.items()}  # fmt: skip
+        return spread, table
 
-    def calibrate(self, model, train=None) -> tuple[dict, Spread]:
+    def calibrate(self, model, train=None, residuals=None) -> tuple[dict, Spread]:
         """Mean components, spread and conformal multiplier from draws of the run's sampler.
 
-        ``train`` (the training :class:`CohortData`) gives the embeddings of the novelty term.
+        ``train`` (the training :class:`CohortData`) gives the embeddings of the novelty term;
+        with ``residuals`` (n_train, G), the training slides' cross-fitted residuals (the flow's
+        targets with a ridge prior), also of the difficulty term.
         Returns calibration.json's content and the :class:`Spread` (saved as spread.npz).
         """
         cal = self.config.calibration
@@ -178,16 +196,16 @@ class Validator:
         blend, weight = max(grid, key=lambda k: (grid[k], k[0], -k[1]))
         mix = {"blend": blend, "head_z": head_z, "head_weight": weight}
         plain = self.targets.transform.to_log2(x, self.prior_z, **mix)  # (n, S, G)
-        novelty = lev = None
+        novelty = difficulty = emb = None
         if train is not None:
-            emb = slide_embeddings(model, train.clusters, train.sizes, device=self.device)
-            novelty = Novelty.fit(emb)
-            lev = novelty.leverage(
-                slide_embeddings(model, self.val.clusters, self.val.sizes, device=self.device)
-            )  # (n,)
-        spread, crps_by_power = self._spread(x, plain.mean(axis=1), novelty, lev)
+            emb_train = slide_embeddings(model, train.clusters, train.sizes, device=self.device)
+            novelty = Novelty.fit(emb_train)
+            if residuals is not None and self.prior_z is not None:
+                difficulty = Difficulty.fit(emb_train, residuals)
+            emb = slide_embeddings(model, self.val.clusters, self.val.sizes, device=self.device)
+        spread, crps_by_power = self._spread(x, plain.mean(axis=1), novelty, difficulty, emb)
         log2 = self.targets.transform.to_log2(
-            x, self.prior_z, spread=spread, leverage=lev, **mix
+            x, self.prior_z, spread=spread, slide_factor=spread.slide_factor(emb), **mix
         )  # (n, S, G)
         z = gaussian_multiplier(cal.level)
         s = summarise(log2, level=cal.level)
@@ -208,6 +226,8 @@ class Validator:
             "head_weight": weight,
             "spread_power": spread.power,
             "spread_novelty": spread.novelty is not None,
+            "spread_novelty_power": spread.novelty_power,
+            "spread_difficulty_power": spread.difficulty_power,
             "crps_by_spread": crps_by_power,
             "pcc_by_component": components,
             "pcc_by_blend": {f"{b}/{w}": v for (b, w), v in grid.items()},
