@@ -201,7 +201,8 @@ def score(truth, mean, *, std=None, lower=None, upper=None, level=None, draws=No
         out.update(std_abs_error_spearman=None, coverage90=None)
         return out
     if draws is not None:
-        out.update(crps=float(crps_draws(truth, draws).mean()), crps_source="draws")
+        out.update(crps=float(crps_draws(truth, draws, fair=True).mean()), crps_source="draws")
+        out["crps_empirical"] = float(crps_draws(truth, draws).mean())
     else:
         out.update(crps=float(crps_gaussian(truth, mean, std).mean()), crps_source="gaussian")
     out["crps_gaussian"] = float(crps_gaussian(truth, mean, std).mean())

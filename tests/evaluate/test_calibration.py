@@ -40,6 +40,24 @@ def test_crps_draws_matches_brute_force_and_closed_form() -> None:
     np.testing.assert_allclose(crps_draws(yy, big), crps_gaussian(yy, mu, sd), rtol=2e-3)
 
 
+def test_fair_crps_of_few_draws_is_unbiased_for_the_distribution() -> None:
+    """Over many replications, the fair CRPS of 4 draws averages to the closed-form CRPS of
+    the distribution they come from; the empirical one is larger by E|X - X'| / (2 S)."""
+    rng = np.random.default_rng(3)
+    reps, s, sd = 40000, 4, 1.5
+    y = np.full((reps, 1), 0.7)
+    draws = rng.normal(0.0, sd, (reps, s, 1))
+    want = crps_gaussian(np.array([[0.7]]), np.zeros((1, 1)), np.full((1, 1), sd))[0, 0]
+    fair = crps_draws(y, draws, fair=True).mean()
+    plain = crps_draws(y, draws).mean()
+    assert fair == pytest.approx(want, rel=0.01)
+    assert plain - want == pytest.approx(sd / np.sqrt(np.pi) / s, rel=0.1)  # E|X-X'| / (2S)
+    brute = np.abs(draws[:3] - y[:3, None]).mean(1) - np.abs(
+        draws[:3, :, None] - draws[:3, None, :]
+    ).sum((1, 2)) / (2 * s * (s - 1))
+    np.testing.assert_allclose(crps_draws(y[:3], draws[:3], fair=True), brute, rtol=1e-12)
+
+
 def test_intervals_and_coverage() -> None:
     rng = np.random.default_rng(1)
     mean = rng.normal(size=(400, 7))
@@ -102,4 +120,4 @@ def test_std_error_spearman_and_metrics_bundle() -> None:
     few = uncertainty_metrics(y, mean=mean, draws=draws[:, :8])
     assert few["interval_source"] == "gaussian" and few["crps_source"] == "draws"
     np.testing.assert_allclose(few["mean_std"], draws[:, :8].std(1, ddof=1).mean())
-    assert md["crps"] == pytest.approx(crps_draws(y, draws).mean())
+    assert md["crps"] == pytest.approx(crps_draws(y, draws, fair=True).mean())
