@@ -11,7 +11,6 @@ untouched.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,9 +20,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from rnafm._io import atomic_path, write_json
 from rnafm.errors import InputError
 from rnafm.evaluate.baselines.base import Predictions
+from rnafm.evaluate.baselines.fitting import fit_early_stopped, save_network
 from rnafm.metrics import mean_pcc
 from rnafm.model.condition import GatedAttentionPool, cluster_attention_bias
 
@@ -131,22 +130,16 @@ class AttentionMILRegressor:
                 x.shape[-1], y.shape[-1], hidden=c.hidden, heads=c.heads, dropout=c.dropout
             )
             opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-            self.history = []
-            best, best_state, bad = -np.inf, None, 0
-            for epoch in range(1, epochs + 1):
-                rec = {"epoch": epoch, "train_loss": self._epoch(x, bias, y, opt, gen)}
-                if has_val and (epoch % c.check_every == 0 or epoch == epochs):
-                    rec["val_mean_pcc"] = self._val_pcc(val)
-                    if rec["val_mean_pcc"] > best + 1e-6:
-                        best, bad = rec["val_mean_pcc"], 0
-                        best_state = {k: v.clone() for k, v in self.net.state_dict().items()}
-                    else:
-                        bad += 1
-                self.history.append(rec)
-                if bad >= c.patience:
-                    break
-            if best_state is not None:
-                self.net.load_state_dict(best_state)
+            self.history = fit_early_stopped(
+                self.net,
+                epochs,
+                lambda: self._epoch(x, bias, y, opt, gen),
+                (lambda: self._val_pcc(val)) if has_val else None,
+                key="val_mean_pcc",
+                maximise=True,
+                patience=c.patience,
+                every=c.check_every,
+            )
         self.net.eval()
         if out is not None:
             self._save(Path(out))
@@ -171,12 +164,7 @@ class AttentionMILRegressor:
         return mean_pcc(pred, np.asarray(val.expression, dtype=np.float64))
 
     def _save(self, out: Path) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"model": "attention_mil", **self.config.model_dump()})
-        with atomic_path(out / "history.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-        with atomic_path(out / "model.pt") as tmp:
-            torch.save(self.net.state_dict(), tmp)
+        save_network(out, "attention_mil", self.config.model_dump(), self.history, self.net)
 
     def predict(self, data: CohortData) -> Predictions:
         """Predictions on the log2(x+1) scale; no uncertainty."""

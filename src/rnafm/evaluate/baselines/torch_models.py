@@ -7,9 +7,7 @@ weights are kept). Everything stochastic is seeded; global RNG state is left unt
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,9 +17,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from rnafm._io import atomic_path, write_json
 from rnafm.errors import InputError
 from rnafm.evaluate.baselines.base import Predictions
+from rnafm.evaluate.baselines.fitting import fit_early_stopped, save_network
 from rnafm.evaluate.baselines.networks import HE2RNANet, SequoiaNet, TransformerNet
 
 if TYPE_CHECKING:
@@ -143,9 +141,8 @@ class TorchRegressor:
             torch.manual_seed(int(seed))
             self.net = _build(self.arch, x.shape[-1], y.shape[-1], c)
             opt = torch.optim.AdamW(self.net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-            best, best_state, bad = math.inf, None, 0
-            self.history = []
-            for epoch in range(c.max_epochs):
+
+            def run_epoch() -> float:
                 self.net.train()
                 perm = torch.randperm(len(x), generator=gen)
                 tot = 0.0
@@ -157,32 +154,23 @@ class TorchRegressor:
                     loss.backward()
                     opt.step()
                     tot += loss.item() * len(idx)
-                rec = {"epoch": epoch + 1, "train_loss": tot / len(x)}
-                if has_val:
-                    rec["val_loss"] = self._loss(xv, mv, yv)
-                    if rec["val_loss"] < best - 1e-6:
-                        best, bad = rec["val_loss"], 0
-                        best_state = {
-                            k: v.detach().clone() for k, v in self.net.state_dict().items()
-                        }
-                    else:
-                        bad += 1
-                self.history.append(rec)
-                if has_val and bad >= c.patience:
-                    break
-            if best_state is not None:
-                self.net.load_state_dict(best_state)
+                return tot / len(x)
+
+            self.history = fit_early_stopped(
+                self.net,
+                c.max_epochs,
+                run_epoch,
+                (lambda: self._loss(xv, mv, yv)) if has_val else None,
+                key="val_loss",
+                maximise=False,
+                patience=c.patience,
+            )
         self.net.eval()
         if out is not None:
             self._save(Path(out))
 
     def _save(self, out: Path) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", {"model": self.arch.value, **self.config.model_dump()})
-        with atomic_path(out / "history.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-        with atomic_path(out / "model.pt") as tmp:
-            torch.save(self.net.state_dict(), tmp)
+        save_network(out, self.arch.value, self.config.model_dump(), self.history, self.net)
 
     @torch.no_grad()
     def predict(self, data: CohortData) -> Predictions:
