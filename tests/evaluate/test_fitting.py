@@ -12,6 +12,7 @@ from rnafm.evaluate.baselines.fitting import fit_early_stopped, save_network
 @pytest.mark.parametrize("maximise", [True, False])
 def test_keeps_the_best_weights_and_stops_after_patience(maximise):
     net = nn.Linear(1, 1, bias=False)
+    nn.init.zeros_(net.weight)
     scores = iter([1.0, 3.0, 2.0, 2.5, 2.9, 5.0])  # best at the 2nd validation, then 3 worse
     sign = 1.0 if maximise else -1.0
 
