@@ -10,7 +10,10 @@ bulk expression only (no tile truth), then the test slides are mapped.
 For each programme it prints the mean over test slides of the per-slide Spearman correlation
 between the map (the programme's pathway score) and the tile truth, for
 
-- ``rnafm``: rnafm maps (local-composition conditioning, the default method);
+- ``rnafm``: rnafm maps with the default settings (the slide head's per-tile read-out anchored
+  to the run's full prediction on a few windows);
+- ``local`` (with ``--local``): the earlier method, the run's full prediction for a window of
+  ``radius`` tiles at every lattice point;
 - ``cluster``: naive baseline, every tile gets the run's prediction for its own cluster alone;
 - ``tile_ridge``: naive baseline, ridge from mean-pooled features to bulk log2 expression fitted
   on the training slides, applied to each tile's own feature vector.
@@ -55,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=4.0, help="training time limit")
     p.add_argument("--train", default="{}", help="JSON of TrainConfig overrides")
     p.add_argument("--maps", default="{}", help="JSON of MapConfig overrides (rnafm method)")
+    p.add_argument("--local", action="store_true", help="also score the local-window method")
     p.add_argument("--speed-tiles", type=int, default=4000)
     p.add_argument("--work", type=Path, default=None, help="keep cohort and run here (reused)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -109,7 +113,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes) -> dict:
+def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes, *,
+                 local: bool = False) -> dict:  # fmt: skip
     from rnafm.features.io import read_features
     from rnafm.maps.compute import map_slide
     from rnafm.maps.config import MapMethod
@@ -119,7 +124,10 @@ def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes) -> 
     cols = resolve_columns(predictor.tokens, predictor.genes, pathways=list(programmes),
                            symbols=[], source="benchmark")  # fmt: skip
     base = map_config.model_copy(update={"method": MapMethod.CLUSTER})
-    out = {m: {p: [] for p in programmes} for m in ("rnafm", "cluster", "tile_ridge")}
+    window = map_config.model_copy(update={"method": MapMethod.LOCAL})
+    methods = ("rnafm", "local", "cluster", "tile_ridge") if local else ("rnafm", "cluster",
+                                                                        "tile_ridge")  # fmt: skip
+    out = {m: {p: [] for p in programmes} for m in methods}
     seconds, cpu, tiles = [], [], []
     for sid in test_ids:
         path = cohort.feature_path(sid)
@@ -132,6 +140,7 @@ def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes) -> 
         if not np.array_equal(ours.coords, truth.coords):
             raise SystemExit(f"{sid}: map coords differ from the truth coords")
         naive = map_slide(predictor, path, cols, base)
+        windows = map_slide(predictor, path, cols, window) if local else None
         feats = read_features(path).features
         ridge_scores = cols.apply(ridge.predict(feats))  # (N, M)
         log.warning("%s: %d tiles mapped in %.1f s", sid, len(ours.coords), seconds[-1])
@@ -139,6 +148,8 @@ def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes) -> 
             t = truth.column(prog)
             out["rnafm"][prog].append(spearman(ours.scores[:, j], t))
             out["cluster"][prog].append(spearman(naive.scores[:, j], t))
+            if windows is not None:
+                out["local"][prog].append(spearman(windows.scores[:, j], t))
             out["tile_ridge"][prog].append(spearman(ridge_scores[:, j], t))
     summary = {
         m: {p: float(np.nanmean(v)) if np.isfinite(v).any() else None for p, v in per.items()}
@@ -174,7 +185,8 @@ def speed(cohort, test_ids, predictor, map_config, n_tiles: int, work: Path) -> 
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     # cpu / threads is the wall time on an idle machine (the benchmark host may be shared)
     return {"tiles": int(len(f)), "pathways": 5, "seconds": wall, "cpu_seconds": cpu,
-            "distinct_windows": int(smap.attrs["n_conditions"])}  # fmt: skip
+            "distinct_windows": int(smap.attrs["n_conditions"]),
+            "method": smap.attrs.get("method")}  # fmt: skip
 
 
 def main() -> None:
@@ -206,7 +218,8 @@ def main() -> None:
     config = MapConfig(**json.loads(args.maps))
     test_ids = [cohort.slide_ids[i] for i in test_idx][: args.max_test_slides]
     programmes = [p for p in PROGRAMMES if p in predictor.tokens.pathway_names]
-    result = score_slides(cohort, test_ids, predictor, ridge, config, programmes)
+    result = score_slides(cohort, test_ids, predictor, ridge, config, programmes,
+                          local=args.local)  # fmt: skip
     sp = result["spearman"]
     result["beats_baselines"] = {
         p: bool(sp["rnafm"][p] is not None and sp["rnafm"][p] > max(

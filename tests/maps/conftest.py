@@ -35,9 +35,16 @@ def planted_tokens() -> PathwayTokens:
 
 
 class FakePredictor:
-    """Predicts gene g = base_g + gain_g * (share of tiles in clusters with feature 0 > 0.5)."""
+    """Predicts gene g = base_g + gain_g * (share of tiles in clusters with feature 0 > 0.5).
 
-    def __init__(self, *, k: int = 4, dim: int = 5, noise: float = 0.05) -> None:
+    Its slide head (``slide_head_log2``, the hook the read-out method uses) sees the same share,
+    with the gain times ``head_shrink`` (below 1: a head that is one component of a run's
+    prediction).
+    """
+
+    def __init__(
+        self, *, k: int = 4, dim: int = 5, noise: float = 0.05, head_shrink: float = 1.0
+    ) -> None:
         self.tokens = planted_tokens()
         self.genes = list(GENES)
         self.feature_dim = dim
@@ -46,16 +53,27 @@ class FakePredictor:
         self.gain = np.array([2.0, 3.0, 1.0, 0.0, 0.0, -2.0])
         self.noise = noise
         self.calls = 0
+        self.head_calls = 0
+        self.head_shrink = head_shrink
         self.run_dir = Path("fake-run")
 
     def __repr__(self) -> str:
         return f"FakePredictor(noise={self.noise})"
 
+    def _mean(self, clusters, sizes) -> np.ndarray:
+        hot = (clusters[:, :, 0] > 0.5).astype(np.float64)  # (n, K)
+        share = (sizes * hot).sum(1) / np.maximum(sizes.sum(1), 1e-9)  # (n,)
+        return self.base[None] + share[:, None] * self.gain[None], share  # (n, G), (n,)
+
+    def slide_head_log2(self, clusters, sizes) -> np.ndarray:
+        """The slide head's estimate (n, G): the noise-free mean, its gain times ``head_shrink``."""
+        self.head_calls += 1
+        mean, _ = self._mean(clusters, sizes)
+        return self.base[None] + self.head_shrink * (mean - self.base[None])  # (n, G)
+
     def predict_data(self, data, *, draws=16, seed=0, keep_draws=False, **_) -> PredictionArrays:
         self.calls += 1
-        hot = (data.clusters[:, :, 0] > 0.5).astype(np.float64)  # (n, K)
-        share = (data.sizes * hot).sum(1) / np.maximum(data.sizes.sum(1), 1e-9)  # (n,)
-        mean = self.base[None] + share[:, None] * self.gain[None]  # (n, G)
+        mean, share = self._mean(data.clusters, data.sizes)  # (n, G), (n,)
         rng = np.random.default_rng(seed)
         eps = rng.standard_normal((len(share), draws, len(self.genes)))  # (n, S, G)
         # more uncertain where the condition is mixed (share near 0.5)

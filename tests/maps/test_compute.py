@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from rnafm.maps.compute import map_slide
-from rnafm.maps.config import MapConfig, MapMethod
+from rnafm.maps.config import MapAnchor, MapConfig, MapMethod
 from rnafm.maps.names import resolve_columns
 
 PATHWAY = "HALLMARK_PLANTED"
@@ -25,10 +25,12 @@ def _smooth_truth(slide, radius: float) -> np.ndarray:
     return (near * slide.hot[None]).sum(1) / near.sum(1)
 
 
+@pytest.mark.parametrize("method", [MapMethod.READOUT, MapMethod.LOCAL])
 @pytest.mark.parametrize("stride", [1, 2, 3])
-def test_planted_block_is_found_top_left(quadrant, predictor, stride):
+def test_planted_block_is_found_top_left(quadrant, predictor, stride, method):
     cols = _columns(predictor)
-    smap = map_slide(predictor, quadrant.path, cols, MapConfig(radius=2.0, stride=stride))
+    cfg = MapConfig(method=method, radius=2.0, stride=stride, smooth=1.0, anchors=400)
+    smap = map_slide(predictor, quadrant.path, cols, cfg)
     np.testing.assert_array_equal(smap.coords, quadrant.coords)  # file order, untouched
     s = smap.scores[:, 0]
     assert s[quadrant.hot].mean() > s[~quadrant.hot].mean() + 1.0
@@ -42,13 +44,13 @@ def test_planted_block_is_found_top_left(quadrant, predictor, stride):
     assert smap.scores[:, 2].max() > 6.0
 
 
+@pytest.mark.parametrize("method", [MapMethod.READOUT, MapMethod.LOCAL])
 @pytest.mark.parametrize("stride, offset", [(1, 4), (1, 9), (1, 13), (2, 4), (2, 10)])
 def test_stripe_peak_is_on_its_column_not_one_patch_off(tmp_path, planted, predictor, stride,
-                                                        offset):  # fmt: skip
+                                                        offset, method):  # fmt: skip
     slide = planted(tmp_path, "STRIPE", lambda x, y: x == offset, rows=12, cols=18)
-    smap = map_slide(
-        predictor, slide.path, _columns(predictor), MapConfig(radius=1.0, stride=stride)
-    )
+    cfg = MapConfig(method=method, radius=1.0, stride=stride, smooth=0.7)
+    smap = map_slide(predictor, slide.path, _columns(predictor), cfg)
     x = slide.grid[:, 0]
     profile = np.array([smap.scores[x == c, 0].mean() for c in range(18)])
     assert int(np.argmax(profile)) == offset
@@ -62,8 +64,10 @@ def test_noise_features_give_no_map(tmp_path, planted, predictor):
     assert smap.scores[:, 0].std() < 0.03
 
 
-def test_std_is_higher_on_the_boundary_than_inside(quadrant, predictor):
-    smap = map_slide(predictor, quadrant.path, _columns(predictor), MapConfig(radius=2.0, draws=32))
+@pytest.mark.parametrize("method", [MapMethod.READOUT, MapMethod.LOCAL])
+def test_std_is_higher_on_the_boundary_than_inside(quadrant, predictor, method):
+    cfg = MapConfig(method=method, radius=2.0, draws=32, anchors=400)
+    smap = map_slide(predictor, quadrant.path, _columns(predictor), cfg)
     mixed = _smooth_truth(quadrant, 2.0)
     edge = (mixed > 0.3) & (mixed < 0.7)
     pure = (mixed == 0) | (mixed == 1)
@@ -90,10 +94,15 @@ def test_cluster_method_colours_each_tile_by_its_cluster(quadrant, predictor):
 def test_many_windows_grow_the_stride(tmp_path, planted, predictor):
     slide = planted(tmp_path, "BIG", lambda x, y: (x - 20) ** 2 + (y - 15) ** 2 < 60,
                     rows=40, cols=50)  # fmt: skip
-    cfg = MapConfig(radius=3.0, stride=1, max_conditions=40)
+    cfg = MapConfig(method=MapMethod.LOCAL, radius=3.0, stride=1, max_conditions=40)
     smap = map_slide(predictor, slide.path, _columns(predictor), cfg)
     assert smap.attrs["n_conditions"] <= 40 and smap.attrs["lattice_stride"] > 1
     assert np.corrcoef(smap.scores[:, 0], slide.hot)[0, 1] > 0.8
+    # the read-out runs the full model on at most `anchors` windows
+    cfg = MapConfig(radius=3.0, stride=1, anchors=12)
+    smap = map_slide(predictor, slide.path, _columns(predictor), cfg)
+    assert smap.attrs["n_conditions"] <= 12 and smap.attrs["method"] == "readout"
+    assert np.corrcoef(smap.scores[:, 0], slide.hot)[0, 1] > 0.9
 
 
 def test_run_warnings_once_per_slide_and_no_calibration_noise(quadrant, make_predictor, caplog):
@@ -110,10 +119,56 @@ def test_run_warnings_once_per_slide_and_no_calibration_noise(quadrant, make_pre
 
     pred = Warning()
     with caplog.at_level(logging.WARNING, logger="rnafm.training.run"):
-        map_slide(pred, quadrant.path, _columns(pred), MapConfig(stride=1, batch=16))
+        cfg = MapConfig(method=MapMethod.LOCAL, stride=1, batch=16)
+        map_slide(pred, quadrant.path, _columns(pred), cfg)
     messages = [r.getMessage() for r in caplog.records]
     assert pred.calls > 3
     assert not [m for m in messages if "calibrated" in m]
     assert sum("cannot check" in m for m in messages) == 1
     run_log.warning("after the map")  # the filter is gone again
     assert caplog.records[-1].getMessage() == "after the map"
+
+
+def test_readout_resolves_a_stripe_finer_than_its_anchor_windows(tmp_path, planted, predictor):
+    """The detail comes from the per-tile read-out: with four anchor windows for the whole
+    slide (stride about 9 tiles), a one-tile stripe still peaks on its own column."""
+    slide = planted(tmp_path, "FINE", lambda x, y: x == 7, rows=12, cols=18)
+    cfg = MapConfig(radius=3.0, stride=1, anchors=4, smooth=0.5)
+    smap = map_slide(predictor, slide.path, _columns(predictor), cfg)
+    assert smap.attrs["n_conditions"] <= 4 and smap.attrs["lattice_stride"] >= 6
+    x = slide.grid[:, 0]
+    profile = np.array([smap.scores[x == c, 0].mean() for c in range(18)])
+    assert int(np.argmax(profile)) == 7
+    assert profile[7] > max(profile[6], profile[8]) + 0.2
+    assert predictor.head_calls > 0
+
+
+def test_readout_is_anchored_to_the_full_prediction(quadrant, make_predictor):
+    """A head that sees the programme at a third of the run's gain still maps on the run's
+    scale: the slide anchor shifts the head's map onto the run's bulk prediction (the map's
+    mean is the bulk value for a model linear in the composition, the contrast is the head's),
+    the window anchor also restores the run's contrast."""
+    weak = make_predictor(head_shrink=0.3)
+    cols = _columns(weak)
+    far_hot = (quadrant.grid[:, 0] <= 2) & (quadrant.grid[:, 1] <= 8)
+    far_cold = quadrant.grid[:, 0] >= 12
+    base, gain = weak.base[:3].mean(), weak.gain[:3].mean()
+    smap = map_slide(weak, quadrant.path, cols, MapConfig(smooth=1.0))
+    s = smap.scores[:, 0]
+    assert s.mean() == pytest.approx(smap.bulk[0], abs=0.02)
+    assert s[far_hot].mean() - s[far_cold].mean() == pytest.approx(0.3 * gain, abs=0.1)
+    cfg = MapConfig(radius=2.0, anchors=400, anchor=MapAnchor.WINDOWS)
+    s = map_slide(weak, quadrant.path, cols, cfg).scores[:, 0]
+    assert s[far_cold].mean() == pytest.approx(base, abs=0.1)
+    assert s[far_hot].mean() == pytest.approx(base + gain, abs=0.15)
+
+
+def test_readout_without_a_slide_head_maps_with_local_windows(quadrant, make_predictor):
+    class NoHead(make_predictor):
+        slide_head_log2 = None
+
+    pred = NoHead()
+    smap = map_slide(pred, quadrant.path, _columns(pred), MapConfig(radius=2.0))
+    assert smap.attrs["method"] == "local"
+    s = smap.scores[:, 0]
+    assert s[quadrant.hot].mean() > s[~quadrant.hot].mean() + 1.0

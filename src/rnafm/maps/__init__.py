@@ -9,6 +9,7 @@ from __future__ import annotations
 from rnafm._lazy import lazy_exports
 
 __all__ = [
+    "MapAnchor",
     "MapConfig",
     "MapMethod",
     "MapPredictor",
@@ -23,6 +24,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
+        "MapAnchor": "config",
         "MapConfig": "config",
         "MapMethod": "config",
         "MapPredictor": "model",

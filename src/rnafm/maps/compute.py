@@ -1,13 +1,19 @@
-"""Per-tile scores of one slide by local-composition conditioning of a trained run.
+"""Per-tile scores of one slide from a trained run: the read-out (default) and local windows.
 
 A trained run predicts a slide from its K cluster means and the number of tiles in each
-cluster. A map treats the tiles around a point (a disk of ``radius`` tiles) as a small slide:
-its tiles keep the slide's cluster assignment, and the condition is, per cluster, the mean
-feature of that cluster's tiles inside the window and their count. The run's prediction for
-that condition is the expression of the neighbourhood, on the same log2 scale as the bulk
+cluster. Both methods treat the tiles around a point (a disk of ``radius`` tiles) as a small
+slide: its tiles keep the slide's cluster assignment, and the condition is, per cluster, the
+mean feature of that cluster's tiles inside the window and their count. The run's prediction
+for that condition is the expression of the neighbourhood, on the same log2 scale as the bulk
 prediction, and the spread of its draws is the map's uncertainty. Windows are evaluated on a
-lattice (every ``stride`` tiles) and interpolated bilinearly to the tiles, so the cost depends
-on the number of windows (at most ``max_conditions``), not on the number of tiles.
+lattice (every ``stride`` tiles, growing until the slide has at most ``max_conditions`` of
+them) and interpolated bilinearly to the tiles.
+
+``local`` maps these window predictions. ``readout`` (:mod:`rnafm.maps.readout`) takes the
+scores from the run's slide head read out on every tile alone, smoothed, shifted by the
+difference between the run's full prediction and the head's for the slide (or, with ``anchor``
+windows, for each window); the full run is predicted for a few windows only (``anchors``), for
+the std map. It is sharper at tissue borders and much cheaper.
 """
 
 from __future__ import annotations
@@ -21,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from rnafm.errors import InputError
-from rnafm.maps.config import MapConfig, MapMethod
+from rnafm.maps.config import MapAnchor, MapConfig, MapMethod
 from rnafm.maps.grid import TileGrid, interpolate, make_lattice, tile_grid, window_members
 from rnafm.maps.names import MapColumns
+from rnafm.maps.readout import has_slide_head, head_log2, tile_readout
 
 __all__ = [
     "SlideMap",
@@ -231,6 +238,20 @@ def _predict_windows(predictor, cond: Conditions, labels, features, clusters, co
     return mean, std
 
 
+def _window_head(predictor, cond: Conditions, labels, features, clusters, columns) -> np.ndarray:
+    """The slide head's read-out (C, M) of each window's condition (as the full run sees it)."""
+    c = cond.members.shape[0]
+    n = len(labels)
+    out = np.empty((c, len(columns)), dtype=np.float64)  # (C, M)
+    for start in range(0, c, 256):
+        stop = min(start + 256, c)
+        means, sizes = window_clusters(
+            cond.members[start:stop], labels, features, clusters.means, n
+        )  # (b, K, D), (b, K)
+        out[start:stop] = head_log2(predictor, means, sizes) @ columns.weights  # (b, M)
+    return out
+
+
 def _step(attrs: dict[str, Any]) -> float | None:
     for key in ("stride_level0", "patch_size_level0"):
         if attrs.get(key):
@@ -276,15 +297,34 @@ def map_slide(
     cl = load_clusters(path, cluster_config_of(predictor))
     labels = assign_clusters(sf.features, cl.means, cl.sizes)  # (N,)
     grid = tile_grid(sf.coords, _step(sf.attrs))
-    cond = local_conditions(grid, labels, config)
     feats = np.asarray(sf.features, dtype=np.float32)  # (N, D)
+    method = config.method
+    if method is MapMethod.READOUT and not has_slide_head(predictor):
+        logger.info("%s: the run has no slide head; mapping with the local method", path)
+        method = MapMethod.LOCAL
+    if method is MapMethod.READOUT:  # the full run on a coarse lattice only: the anchors
+        window_config = config.model_copy(update={"max_conditions": config.anchors})
+    else:
+        window_config = config
+    cond = local_conditions(grid, labels, window_config)
     mean, std = _predict_windows(
         predictor, cond, labels, feats, cl, columns, config, sf.attrs
     )  # (C+1, M)
-    w = cond.weights[:, :, None]  # (N, 4, 1)
-    scores = (mean[cond.rows] * w).sum(axis=1)  # (N, M)
-    spread = (std[cond.rows] * w).sum(axis=1)  # (N, M)
     n_cond = cond.members.shape[0]
+    w = cond.weights[:, :, None]  # (N, 4, 1)
+    if method is MapMethod.READOUT:
+        read = tile_readout(
+            predictor, feats, labels, grid, columns.weights, smooth=config.smooth
+        )  # (N, M)
+        if config.anchor is MapAnchor.WINDOWS:
+            head = _window_head(predictor, cond, labels, feats, cl, columns)  # (C, M)
+            scores = read + ((mean[:n_cond] - head)[cond.rows] * w).sum(axis=1)  # (N, M)
+        else:
+            head = head_log2(predictor, cl.means[None], cl.sizes[None]) @ columns.weights  # (1, M)
+            scores = read + (mean[-1] - head[0])[None, :]  # (N, M)
+    else:
+        scores = (mean[cond.rows] * w).sum(axis=1)  # (N, M)
+    spread = (std[cond.rows] * w).sum(axis=1)  # (N, M)
     logger.info(
         "%s: %d tiles, %d windows (stride %d)", sf.slide_id, len(labels), n_cond, cond.stride
     )
@@ -296,6 +336,7 @@ def map_slide(
         "level0_mpp": sf.attrs.get("level0_mpp"),
         "n_conditions": int(n_cond),
         "lattice_stride": int(cond.stride),
+        "method": method.value,
     }
     return SlideMap(
         slide_id=sf.slide_id,

@@ -8,27 +8,53 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["MapMethod", "MapConfig"]
+__all__ = ["MapAnchor", "MapMethod", "MapConfig"]
 
 
 class MapMethod(str, Enum):
     """How a tile's local condition is formed."""
 
-    LOCAL = "local"  # composition of the disk of tiles around it (the default)
+    READOUT = "readout"  # the slide head's read-out of each tile, anchored to the run (default)
+    LOCAL = "local"  # the run's prediction for the disk of tiles around it
     CLUSTER = "cluster"  # its own cluster alone (a baseline: no spatial context)
+
+
+class MapAnchor(str, Enum):
+    """readout: how the slide head's read-out is put on the run's prediction."""
+
+    SLIDE = "slide"  # one shift per slide: the run's bulk prediction minus the head's (default)
+    WINDOWS = "windows"  # per window: interpolated (run - head) of the anchor windows
 
 
 class MapConfig(BaseModel):
     """How the maps of a trained run are computed (saved as attributes of every map file).
 
-    A tile's score is the run's prediction for a slide made of the tiles around it: the slide's
-    own cluster means with the cluster sizes counted in a disk of ``radius`` tiles. Windows are
-    evaluated on a lattice of ``stride`` tiles and interpolated to every tile.
+    ``readout`` (the default): a tile's score is the run's slide head asked about that tile alone,
+    smoothed over ``smooth`` tiles, plus the difference between the run's full prediction and the
+    head's for the whole slide (``anchor`` slide) or for the window of ``radius`` tiles around
+    it (``anchor`` windows, interpolated). The std comes from the run's draws for at most
+    ``anchors`` windows of ``radius`` tiles on a lattice, interpolated. ``local``: the run's full
+    prediction for a window of ``radius`` tiles (its tiles' own cluster means and counts) at
+    every lattice point (at most ``max_conditions``). Runs without a slide head map with
+    ``local``.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    method: MapMethod = Field(MapMethod.LOCAL, description="Local condition of a tile.")
+    method: MapMethod = Field(MapMethod.READOUT, description="How a tile is scored.")
+    smooth: float = Field(
+        1.5, ge=0.0, le=16.0, description="readout: Gaussian sigma, in tiles, of the smoothing."
+    )
+    anchor: MapAnchor = Field(
+        MapAnchor.SLIDE, description="readout: shift to the run's prediction per slide or window."
+    )
+    anchors: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="readout: most windows per slide predicted with the full run (their draws "
+        "give the std map).",
+    )
     radius: float = Field(
         3.0, ge=0.0, le=64.0, description="Window radius in tiles (grid steps) around a tile."
     )
@@ -41,7 +67,7 @@ class MapConfig(BaseModel):
     max_conditions: int = Field(
         384,
         ge=16,
-        description="Most distinct windows per slide; the stride grows until the slide fits.",
+        description="local: most windows per slide; the stride grows until the slide fits.",
     )
     min_tiles: int = Field(
         3, ge=1, description="Windows with fewer tiles are not evaluated (tissue edges)."

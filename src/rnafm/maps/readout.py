@@ -1,0 +1,164 @@
+"""Per-tile read-out of a run's slide head, anchored to the run's full prediction.
+
+A trained run's image path (cluster tokens, gated-attention pooling, slide head) is an
+attention-MIL regressor of a slide's expression; it is the part of the run that maps image
+features to expression without sampling. The read-out asks it about each tile alone: a slide
+made of that one tile (one cluster holding all the slide's tiles). Its answers are smoothed over
+the neighbouring tiles (a Gaussian of ``smooth`` tiles), which averages the noise of single tiles
+without the border blur of a wide window.
+
+The slide head is only one component of the run's prediction (the flow and the ridge prior are
+the others), so the read-out is anchored: windows on a coarse lattice are predicted with the full
+run (flow draws), and each tile gets its read-out plus the interpolated difference between the
+full prediction and the head's read-out of those windows. A slide that looks the same
+everywhere therefore maps to the run's own prediction for it, on its log2 scale, and the draws
+of the windows give the uncertainty map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rnafm.maps.grid import TileGrid
+
+__all__ = ["has_slide_head", "head_log2", "tile_conditions", "smoothing_matrix", "tile_readout"]
+
+
+def _model_of(predictor) -> Any:
+    return getattr(predictor, "model", None)
+
+
+def has_slide_head(predictor) -> bool:
+    """Whether the run can be read out per tile (a slide head, or a ``slide_head_log2`` hook)."""
+    if callable(getattr(predictor, "slide_head_log2", None)):
+        return True
+    model = _model_of(predictor)
+    return model is not None and getattr(model, "slide_head", None) is not None
+
+
+def head_log2(predictor, clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The slide head's estimate on the log2(x+1) scale, float64 (n, G).
+
+    Parameters
+    ----------
+    predictor
+        A loaded run (:class:`rnafm.predict.Predictor`), or any object with a
+        ``slide_head_log2(clusters, sizes)`` method.
+    clusters, sizes
+        float32 (n, K, D) conditions and (n, K) their sizes.
+    """
+    hook = getattr(predictor, "slide_head_log2", None)
+    if callable(hook):
+        return np.asarray(hook(clusters, sizes), dtype=np.float64)  # (n, G)
+    from rnafm.flow.draws import slide_estimates
+
+    z = slide_estimates(predictor.model, clusters, sizes, device=predictor.device)  # (n, G)
+    norm = predictor.targets.norm
+    return np.asarray(z, dtype=np.float64) * norm.std + norm.mean  # (n, G)
+
+
+def _indexed(predictor) -> bool:
+    """True when the run embeds the cluster index (a tile must then sit in its cluster's slot)."""
+    image = getattr(_model_of(predictor), "image", None)
+    return getattr(image, "index_embedding", None) is not None
+
+
+def tile_conditions(
+    features: np.ndarray, labels: np.ndarray, n_clusters: int, n_total: int, *, indexed: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One-tile slides: each tile as the only cluster, holding ``n_total`` tiles.
+
+    Parameters
+    ----------
+    features
+        float32 (b, D) tile features.
+    labels
+        int64 (b,) slide cluster of each tile (its slot when ``indexed``).
+    n_clusters
+        K of the run.
+    n_total
+        Tiles of the slide: the size the run was trained on.
+    indexed
+        Put each tile in its own cluster's slot of K (runs with a cluster-index embedding);
+        otherwise a single slot (K = 1), which is exact for runs without one.
+
+    Returns
+    -------
+    clusters, sizes
+        float32 (b, K', D) and (b, K'); K' = K when indexed, else 1.
+    """
+    b, d = features.shape
+    if not indexed:
+        sizes = np.full((b, 1), float(n_total), dtype=np.float32)  # (b, 1)
+        return features[:, None, :].astype(np.float32), sizes  # (b, 1, D)
+    clusters = np.zeros((b, n_clusters, d), dtype=np.float32)  # (b, K, D)
+    sizes = np.zeros((b, n_clusters), dtype=np.float32)  # (b, K)
+    rows = np.arange(b)
+    clusters[rows, labels] = features
+    sizes[rows, labels] = float(n_total)
+    return clusters, sizes
+
+
+def smoothing_matrix(grid: TileGrid, sigma: float):
+    """Row-normalised Gaussian weights between tiles (sparse (N, N)), cut at 3 sigma.
+
+    Holes and tissue edges are handled by the normalisation: a tile averages the tiles that
+    exist around it. ``sigma`` 0 gives the identity.
+    """
+    from scipy import sparse
+    from scipy.spatial import cKDTree
+
+    n = len(grid.pos)
+    if sigma <= 0 or n == 0:
+        return sparse.identity(n, format="csr")
+    pairs = cKDTree(grid.pos).query_pairs(3.0 * sigma, output_type="ndarray")  # (P, 2)
+    i = np.concatenate([pairs[:, 0], pairs[:, 1], np.arange(n)])  # (2P+N,)
+    j = np.concatenate([pairs[:, 1], pairs[:, 0], np.arange(n)])  # (2P+N,)
+    d2 = ((grid.pos[i] - grid.pos[j]) ** 2).sum(axis=1)  # (2P+N,)
+    w = sparse.csr_matrix((np.exp(-d2 / (2.0 * sigma**2)), (i, j)), shape=(n, n))  # (N, N)
+    row = np.asarray(w.sum(axis=1)).ravel()  # (N,)
+    return sparse.diags(1.0 / row) @ w  # (N, N)
+
+
+def tile_readout(
+    predictor,
+    features: np.ndarray,
+    labels: np.ndarray,
+    grid: TileGrid,
+    weights: np.ndarray,
+    *,
+    smooth: float,
+    batch: int = 2048,
+) -> np.ndarray:
+    """The smoothed per-tile read-out of the slide head for the map columns, float64 (N, M).
+
+    Parameters
+    ----------
+    predictor
+        A loaded run with a slide head (:func:`has_slide_head`).
+    features
+        float32 (N, D) tile features.
+    labels
+        int64 (N,) slide cluster of each tile.
+    grid
+        The tiles' positions.
+    weights
+        float64 (G, M) the map columns (:class:`rnafm.maps.names.MapColumns` ``weights``).
+    smooth
+        Gaussian sigma in tiles.
+    batch
+        Tiles per call to the head.
+    """
+    n = len(features)
+    indexed = _indexed(predictor)
+    k = int(getattr(predictor, "n_clusters", 0) or labels.max() + 1)
+    out = np.empty((n, weights.shape[1]), dtype=np.float64)  # (N, M)
+    for start in range(0, n, batch):
+        stop = min(start + batch, n)
+        c, s = tile_conditions(
+            features[start:stop], labels[start:stop], k, n, indexed=indexed
+        )  # (b, K', D), (b, K')
+        out[start:stop] = head_log2(predictor, c, s) @ weights  # (b, M)
+    return np.asarray(smoothing_matrix(grid, smooth) @ out)  # (N, M)

@@ -1,0 +1,105 @@
+"""The per-tile read-out: one-tile conditions, smoothing weights, the slide head on log2."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from rnafm.maps.grid import tile_grid
+from rnafm.maps.readout import has_slide_head, head_log2, smoothing_matrix, tile_conditions
+
+
+def _grid(rows=9, cols=11, drop=0.25, seed=0):
+    rng = np.random.default_rng(seed)
+    rr, cc = np.mgrid[0:rows, 0:cols]
+    g = np.stack([cc.ravel(), rr.ravel()], 1)
+    g = g[rng.random(len(g)) >= drop]
+    return g, tile_grid(g * 256 + 100, 256)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.7, 1.5])
+def test_smoothing_rows_sum_to_one_and_follow_distance(sigma):
+    g, grid = _grid()
+    w = smoothing_matrix(grid, sigma).toarray()  # (N, N)
+    np.testing.assert_allclose(w.sum(1), 1.0)
+    if sigma == 0:
+        np.testing.assert_array_equal(w, np.eye(len(g)))
+        return
+    d = np.linalg.norm(g[:, None] - g[None], axis=2)
+    assert np.all(w[d > 3 * sigma + 1e-9] == 0)
+    i = 0
+    near = np.flatnonzero((d[i] > 0) & (d[i] <= 1.0))
+    far = np.flatnonzero((d[i] > 1.5) & (d[i] <= 3 * sigma))
+    if len(near) and len(far):
+        assert w[i, near].min() > w[i, far].max()
+    # a linear field is kept where the neighbourhood is whole (no holes, away from the edges)
+    g, grid = _grid(rows=15, cols=15, drop=0.0)
+    w = smoothing_matrix(grid, sigma).toarray()
+    d = np.linalg.norm(g[:, None] - g[None], axis=2)
+    field = 2.0 * g[:, 0] - g[:, 1]
+    inner = np.flatnonzero((d <= 3 * sigma).sum(1) == (d <= 3 * sigma).sum(1).max())
+    np.testing.assert_allclose((w @ field)[inner], field[inner], atol=1e-6)
+
+
+def test_tile_conditions_hold_one_tile_with_the_slide_total():
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(5, 3)).astype(np.float32)
+    labels = np.array([2, 0, 2, 1, 3])
+    c, s = tile_conditions(f, labels, 4, 123, indexed=False)
+    assert c.shape == (5, 1, 3) and s.shape == (5, 1)
+    np.testing.assert_array_equal(c[:, 0], f)
+    np.testing.assert_array_equal(s, 123.0)
+    c, s = tile_conditions(f, labels, 4, 123, indexed=True)
+    assert c.shape == (5, 4, 3)
+    np.testing.assert_array_equal(c[np.arange(5), labels], f)
+    assert (s > 0).sum() == 5 and np.all(s[np.arange(5), labels] == 123.0)
+
+
+def _tiny_run(index_embedding: bool):
+    import torch
+
+    from rnafm.model import ModelConfig, build_model
+    from rnafm.pathways.tokens import PathwayTokens
+
+    torch.manual_seed(0)
+    tokens = PathwayTokens(
+        genes=["A", "B", "C", "D"], names=["P1", "background_0"],
+        members=[np.array([0, 1]), np.array([2, 3])], is_background=np.array([False, True]),
+    )  # fmt: skip
+    cfg = ModelConfig(hidden=16, depth=1, heads=2, image_heads=2, pool_heads=2,
+                      cluster_index_embedding=index_embedding)  # fmt: skip
+    model = build_model(tokens, feature_dim=3, n_clusters=4, config=cfg).eval()
+    norm = SimpleNamespace(mean=np.array([1.0, 2.0, 3.0, 4.0]), std=np.array([0.5, 1.0, 2.0, 1.0]))
+    return SimpleNamespace(model=model, device=torch.device("cpu"), n_clusters=4,
+                           targets=SimpleNamespace(norm=norm))  # fmt: skip
+
+
+def test_head_log2_is_the_slide_head_on_the_run_scale():
+    import torch
+
+    from rnafm.flow.draws import slide_estimates
+
+    run = _tiny_run(False)
+    assert has_slide_head(run)
+    rng = np.random.default_rng(2)
+    c = rng.normal(size=(6, 4, 3)).astype(np.float32)
+    s = rng.integers(0, 9, size=(6, 4)).astype(np.float32)
+    z = slide_estimates(run.model, c, s, device=torch.device("cpu"))
+    np.testing.assert_allclose(head_log2(run, c, s), z * run.targets.norm.std + run.targets.norm.mean,
+                               rtol=1e-5)  # fmt: skip
+    run.model.slide_head = None
+    assert not has_slide_head(run)
+
+
+def test_one_slot_condition_equals_the_tile_in_its_cluster_slot():
+    """Without a cluster-index embedding, a tile alone in slot 0 of K = 1 is the same condition
+    as the tile in its own slot of K with the other clusters empty."""
+    run = _tiny_run(False)
+    rng = np.random.default_rng(3)
+    f = rng.normal(size=(7, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, 7)
+    one = head_log2(run, *tile_conditions(f, labels, 4, 50, indexed=False))
+    full = head_log2(run, *tile_conditions(f, labels, 4, 50, indexed=True))
+    np.testing.assert_allclose(one, full, rtol=1e-4, atol=1e-5)
