@@ -52,10 +52,16 @@ def test_fair_crps_of_few_draws_is_unbiased_for_the_distribution() -> None:
     plain = crps_draws(y, draws).mean()
     assert fair == pytest.approx(want, rel=0.01)
     assert plain - want == pytest.approx(sd / np.sqrt(np.pi) / s, rel=0.1)  # E|X-X'| / (2S)
-    brute = np.abs(draws[:3] - y[:3, None]).mean(1) - np.abs(
-        draws[:3, :, None] - draws[:3, None, :]
-    ).sum((1, 2)) / (2 * s * (s - 1))
+    keep = ~np.eye(s, dtype=bool)  # distinct draws that are not partners (2j, 2j + 1)
+    for j in range(s // 2):
+        keep[2 * j, 2 * j + 1] = keep[2 * j + 1, 2 * j] = False
+    pair = np.abs(draws[:3, :, None] - draws[:3, None, :])  # (3, S, S, 1)
+    brute = np.abs(draws[:3] - y[:3, None]).mean(1) - 0.5 * pair[:, keep].mean(1)
     np.testing.assert_allclose(crps_draws(y[:3], draws[:3], fair=True), brute, rtol=1e-12)
+    # antithetic draws (z, -z): still unbiased, because partners are left out
+    z = rng.normal(0.0, sd, (reps, s // 2, 1))
+    anti = np.stack([z, -z], axis=2).reshape(reps, s, 1)
+    assert crps_draws(y, anti, fair=True).mean() == pytest.approx(want, rel=0.01)
 
 
 def test_intervals_and_coverage() -> None:

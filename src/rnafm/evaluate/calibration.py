@@ -61,16 +61,19 @@ def draws_interval(
 def crps_draws(y, draws, *, fair: bool = False) -> np.ndarray:
     """CRPS of the empirical distribution of draws at y: E|X - y| - E|X - X'| / 2.
 
-    With ``fair``, the pair term averages over the S (S - 1) pairs of distinct draws (the fair
-    CRPS): an unbiased estimate of the CRPS of the distribution the draws come from, comparable
-    with a closed-form CRPS. The empirical version is larger by E|X - X'| / (2 S) on average.
+    With ``fair``, the pair term averages over pairs of distinct draws that are not partners
+    (draws 2j and 2j + 1, the antithetic pairs (z, -z) of rnafm's sampler, are left out): an
+    unbiased estimate of the CRPS of the distribution the draws come from, whether or not the
+    draws are antithetic, comparable with a closed-form CRPS. The empirical version is larger by
+    E|X - X'| / (2 S) on average; keeping the partners would make the fair one too small.
 
     Parameters
     ----------
     y : array (n, G)
     draws : array (n, S, G)
     fair : bool
-        Divide the pair sum by S (S - 1) instead of S^2.
+        Average the pair term over the pairs of distinct, non-partner draws (with fewer than
+        4 draws, over all pairs of distinct draws) instead of all S^2 ordered pairs.
 
     Returns
     -------
@@ -83,9 +86,16 @@ def crps_draws(y, draws, *, fair: bool = False) -> np.ndarray:
     s = x.shape[1]
     term1 = np.abs(x - y[:, None, :]).mean(1)  # (n, G)
     w = (2 * np.arange(1, s + 1) - s - 1).astype(np.float64)  # (S,)
-    pairs = s * (s - 1) if fair and s > 1 else s**2
-    term2 = np.einsum("s,nsg->ng", w, x) / pairs  # (n, G) = E|X - X'| / 2
-    return term1 - term2
+    pair_sum = np.einsum("s,nsg->ng", w, x)  # (n, G) sum over pairs i < j of |x_i - x_j|
+    if not fair:
+        return term1 - pair_sum / s**2  # E|X - X'| / 2 with the S^2 ordered pairs
+    n_pairs = s * (s - 1) / 2  # unordered pairs of distinct draws
+    if s >= 4:  # leave the partners (2j, 2j + 1) out
+        raw = np.asarray(draws, dtype=np.float64)  # (n, S, G) in the sampler's order
+        half = s // 2
+        pair_sum = pair_sum - np.abs(raw[:, 0 : 2 * half : 2] - raw[:, 1 : 2 * half : 2]).sum(1)
+        n_pairs -= half
+    return term1 - pair_sum / (2 * n_pairs)  # E|X - X'| / 2 over the pairs kept
 
 
 def std_error_spearman(y, mean, std) -> dict[str, float | None]:
