@@ -1,4 +1,4 @@
-"""Speed of the RNA-FM network: one training step and guided sampling, printed as one JSON line.
+"""Speed of the RNA-FM network: training steps and guided sampling, printed as one JSON line.
 
 Paper scale (the published model on a 2-core machine: 13.6 s per training step, 3.5 s per
 slide sampling with 20 Euler steps, guidance 2, batch 32)::
@@ -6,11 +6,17 @@ slide sampling with 20 Euler steps, guidance 2, batch 32)::
     # PAPER: a folder with the paper's 20,820-gene list and its 380 GO-MF pathway GMT
     python benchmarks/model_speed.py --genes PAPER/genes_20820.txt \
         --gmt PAPER/go_mf_panther_380.gmt.gz --implementation fast
+
+A training step is forward, backward, gradient clipping and the AdamW step (``--optimizer``).
+The first ``--warmup`` steps are not timed (allocator, optimizer state, page faults); the JSON
+line reports the median and the spread (min, max, interquartile range) of the ``--train-steps``
+timed steps after them.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gzip
 import json
 import logging
@@ -103,6 +109,39 @@ def _median(times: list[float], per: int = 1) -> float | None:
     return round(statistics.median(times) / per, 4) if times else None
 
 
+def _spread(times: list[float], prefix: str) -> dict[str, float | None]:
+    """Min, max and interquartile range of ``times`` as ``{prefix}_min_s`` etc."""
+    if not times:
+        return {f"{prefix}_{k}_s": None for k in ("min", "max", "iqr")}
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [0] * 3
+    return {
+        f"{prefix}_min_s": round(min(times), 4),
+        f"{prefix}_max_s": round(max(times), 4),
+        f"{prefix}_iqr_s": round(q3 - q1, 4),
+    }
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory in the heap: no mmap/munmap (and page faults) per large tensor.
+
+    By default glibc serves every allocation above 32 MB (a (B, T, 4H) block activation at the
+    paper's scale is 50 MB) with a fresh mmap and returns it on free, so each training step
+    faults in and zeroes ~1-2 GB of new pages. Returns False where glibc is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameter numbers from <malloc.h>
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+
+
+def make_optimizer(params: list[torch.nn.Parameter], kind: str) -> torch.optim.AdamW:
+    """AdamW: ``fused`` (one kernel over all parameters), ``foreach`` or ``plain`` (a loop)."""
+    flags = {"fused": {"fused": True}, "foreach": {"foreach": True}, "plain": {"foreach": False}}
+    return torch.optim.AdamW(params, lr=1e-4, **flags[kind])
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--genes", default="20820", help="gene count or a file of gene symbols")
@@ -128,7 +167,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--precision", choices=[p.value for p in Precision], default="fp32")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
-        "--train-steps", type=int, default=3, help="timed steps (after 1 warm-up); 0 skips training"
+        "--train-steps", type=int, default=8, help="timed steps after the warm-up; 0 skips training"
+    )
+    p.add_argument("--warmup", type=int, default=2, help="training steps before the timed ones")
+    p.add_argument(
+        "--optimizer",
+        choices=["fused", "foreach", "plain"],
+        default="fused",
+        help="AdamW implementation (fused: one kernel over all parameters)",
     )
     p.add_argument(
         "--sample-reps", type=int, default=1, help="timed sampling runs; 0 skips sampling"
@@ -138,6 +184,12 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="also time the loop implementation (same weights), alternating step by step",
     )
+    p.add_argument(
+        "--malloc",
+        choices=["default", "keep"],
+        default="default",
+        help="keep: glibc keeps freed memory (no fresh pages per large tensor each step)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -145,6 +197,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    malloc = args.malloc if args.malloc == "default" or keep_freed_memory() else "unavailable"
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
@@ -171,7 +224,7 @@ def main() -> None:
     model = build_model(tokens, feature_dim=args.feature_dim, n_clusters=args.k, config=config)
     model.to(device)
     build_s = time.perf_counter() - t0
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = make_optimizer(list(model.parameters()), args.optimizer)
     b, g = args.batch, len(genes)
     gen = torch.Generator(device=device).manual_seed(args.seed)
     clusters = torch.randn(b, args.k, args.feature_dim, device=device)  # (B, K, D)
@@ -218,12 +271,12 @@ def main() -> None:
         impls.append("loop")
     step_times: dict[str, list[float]] = {i: [] for i in impls}
     sample_times: dict[str, list[float]] = {i: [] for i in impls}
-    for i in range(args.train_steps + 1 if args.train_steps else 0):
+    for i in range(args.warmup + args.train_steps if args.train_steps else 0):
         for impl in impls:
             model.set_implementation(impl)
             dt = train_step()
             log.info("%s train step %d: %.3f s", impl, i, dt)
-            if i:  # the first step warms up allocators and kernels
+            if i >= args.warmup:  # warm-up steps: allocators, optimizer state, kernels
                 step_times[impl].append(dt)
     warm_up = sampler.model_copy(update={"solver": Solver.EULER, "steps": 1})
     for i in range(args.sample_reps):
@@ -259,7 +312,11 @@ def main() -> None:
         "parameters": counts["total"],
         "parameters_effective": counts["effective"],
         "build_s": round(build_s, 3),
+        "optimizer": args.optimizer,
+        "malloc": malloc,
+        "warmup_steps": args.warmup,
         "train_step_s": _median(step_times[args.implementation]),
+        **_spread(step_times[args.implementation], "train_step"),
         "train_step_all_s": [round(s, 3) for s in step_times[args.implementation]],
         "sample_batch_s": _median(sample_times[args.implementation]),
         "sample_per_slide_s": _median(sample_times[args.implementation], b),
