@@ -6,12 +6,16 @@ training slide (mean squared error), early-stopped on the validation split's mea
 They are then frozen (``image.freeze_image``), so the flow is conditioned on a slide embedding
 that already encodes the slide's expression, and the head's estimate is a candidate for the
 predictive mean (its weight is chosen on validation).
+
+Under a time budget (``deadline``) the regression stops after the epoch that crosses it, with a
+last validation when that epoch was not validated, and keeps the best validated weights.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 
 import numpy as np
 import torch
@@ -38,6 +42,23 @@ def _val_pcc(model, val: tuple[torch.Tensor, torch.Tensor, np.ndarray]) -> float
     return mean_pcc(est.float().cpu().numpy(), val[2])
 
 
+def _train_epoch(model, opt, clusters, sizes, z, gen, batch: int, epoch: int) -> None:
+    """One pass of the regression over the training slides in a seeded order."""
+    model.train()
+    for idx in torch.randperm(clusters.shape[0], generator=gen).split(batch):
+        idx = idx.to(clusters.device)  # (B,)
+        est = model.predict_slide(model.encode_condition(clusters[idx], sizes[idx]))  # (B, G)
+        loss = torch.mean((est.float() - z[idx]) ** 2)  # ()
+        if not torch.isfinite(loss):
+            raise RnafmError(
+                f"the image-path regression diverged (loss {float(loss)}) at epoch {epoch}; "
+                "lower image.head_lr or check the features for extreme values."
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
 def fit_image_path(
     model: torch.nn.Module,
     clusters: torch.Tensor,
@@ -47,6 +68,7 @@ def fit_image_path(
     val: tuple[torch.Tensor, torch.Tensor, np.ndarray] | None,
     config,
     seed: int,
+    deadline: float | None = None,
 ) -> dict:
     """Train ``model.image`` and ``model.slide_head`` to regress z (n, G) on the slides.
 
@@ -62,42 +84,36 @@ def fit_image_path(
         :class:`rnafm.training.config.TrainConfig`; uses ``image`` and ``optim.batch_size``.
     seed
         Seed of the batch order.
+    deadline
+        ``time.monotonic()`` value after which no new epoch starts (None: no time limit).
 
     Returns
     -------
     dict
-        ``{"epochs": run, "best_epoch": ..., "val_pcc": best validation PCC or None}``.
+        ``{"epochs": run, "best_epoch": ..., "val_pcc": best validation PCC or None,
+        "time_limited": whether the deadline ended it}``.
     """
     c = config.image
     params = [p for n, p in model.named_parameters() if n.startswith(_PREFIXES)]
     opt = torch.optim.AdamW(params, lr=c.head_lr, weight_decay=c.head_weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    n, batch = clusters.shape[0], config.optim.batch_size
-    best, best_epoch, bad, state, epoch = -math.inf, c.head_epochs, 0, None, 0
+    batch = config.optim.batch_size
+    best, best_epoch, bad, state, epoch, late = -math.inf, c.head_epochs, 0, None, 0, False
     for epoch in range(1, c.head_epochs + 1):
-        model.train()
-        for idx in torch.randperm(n, generator=gen).split(batch):
-            idx = idx.to(clusters.device)  # (B,)
-            est = model.predict_slide(model.encode_condition(clusters[idx], sizes[idx]))  # (B, G)
-            loss = torch.mean((est.float() - z[idx]) ** 2)  # ()
-            if not torch.isfinite(loss):
-                raise RnafmError(
-                    f"the image-path regression diverged (loss {float(loss)}) at epoch {epoch}; "
-                    "lower image.head_lr or check the features for extreme values."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if val is None or epoch % c.head_every:
-            continue
-        score = _val_pcc(model, val)
-        logger.info("image path: epoch %d, validation PCC %.4f", epoch, score)
-        if score > best:
-            best, best_epoch, bad, state = score, epoch, 0, image_state(model)
-        else:
-            bad += 1
-            if bad >= c.head_patience:
-                break
+        _train_epoch(model, opt, clusters, sizes, z, gen, batch, epoch)
+        late = deadline is not None and time.monotonic() >= deadline and epoch < c.head_epochs
+        if val is not None and (late or epoch % c.head_every == 0):
+            score = _val_pcc(model, val)
+            logger.info("image path: epoch %d, validation PCC %.4f", epoch, score)
+            if score > best:
+                best, best_epoch, bad, state = score, epoch, 0, image_state(model)
+            else:
+                bad += 1
+                if bad >= c.head_patience:
+                    break
+        if late:
+            logger.info("image path: time budget reached after epoch %d", epoch)
+            break
     if state is not None:
         model.load_state_dict(state, strict=False)
     if c.freeze_image:
@@ -108,4 +124,5 @@ def fit_image_path(
         "epochs": epoch,
         "best_epoch": best_epoch,
         "val_pcc": None if val is None else float(best),
+        "time_limited": late,
     }

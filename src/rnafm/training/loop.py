@@ -55,6 +55,13 @@ __all__ = ["fit"]
 
 logger = logging.getLogger(__name__)
 
+# Under a time budget the ridge prior and the image-path regression count against it too: the
+# image path may take this share of what is left when it starts, and the flow loop what is
+# left after it, each at least the given seconds.
+_IMAGE_SHARE = 0.5
+_MIN_IMAGE_S = 30.0
+_MIN_LOOP_S = 30.0
+
 
 @dataclass
 class _Session:
@@ -180,15 +187,23 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
     out
         Run directory; resumed from its checkpoint when ``config.resume`` and one exists.
     time_limit_s
-        Further cap, in seconds from now, on this session's training loop (``rnafm.train``
-        passes what is left of ``optim.max_minutes`` after loading the data); not part of the
-        config, so a resumed run is not refused for it.
+        Further cap, in seconds from now, on this session's training (``rnafm.train`` passes
+        what is left of ``optim.max_minutes`` after loading the data); not part of the config,
+        so a resumed run is not refused for it.
+
+    Notes
+    -----
+    Under a time budget (``optim.max_minutes`` or ``time_limit_s``) the ridge prior and the
+    image-path regression of this call count against it: the image path stops once it has
+    used half of what is left when it starts, and the flow loop gets the rest (at least 30 s
+    each; an epoch and a validation always run). Calibration and the prior refit come on top.
 
     Returns
     -------
     Path
         The run directory.
     """
+    t_fit = time.monotonic()
     ctx = process_context(config)
     ddp.quiet_non_main(ctx)
     out = Path(out)
@@ -208,7 +223,7 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
             val, aligned_expression(val, genes, "validation"), targets, config, device
         )
     s = _session(out, train, val, tokens, y_model, validator, config, ctx, device)
-    state = _start(s, time_limit_s, targets.norm.forward(y_tr))
+    state = _start(s, time_limit_s, targets.norm.forward(y_tr), t_fit)
     _run_loop(s, state)
     if not ctx.is_main:
         ddp.barrier(ctx)  # wait for rank 0 to select, calibrate and write the run
@@ -288,22 +303,30 @@ def _session(out, train, val, tokens, y_model, validator, config, ctx, device) -
     )  # fmt: skip
 
 
-def _start(s: _Session, time_limit_s: float | None, z_train: np.ndarray) -> LoopState:
+def _start(s: _Session, time_limit_s: float | None, z_train: np.ndarray, t_fit: float) -> LoopState:
     """Resume from the checkpoint (or clear a stale run, then train the image path) and fix
-    the time budget."""
+    the time budget; ``t_fit`` (``time.monotonic()`` when :func:`fit` began) dates the time
+    this session already spent, which counts against the budget."""
     config, ctx, out = s.config, s.ctx, s.out
     state = LoopState(plan_epochs=config.optim.epochs)
     resume = ddp.broadcast_object(config.resume and s.ckpt.is_file(), ctx)  # rank 0's view
+    limit = config.optim.max_minutes * 60 if config.optim.max_minutes else math.inf
     if resume:
         state = load_checkpoint(s.ckpt, s.parts, config, s.data_key, ctx)
         if ctx.is_main:
             truncate_history(out, state.step)
         logger.info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
-    else:
+    if time_limit_s is not None:
+        limit = min(limit, state.elapsed + time_limit_s)  # in loop seconds (state.elapsed)
+    if not resume:
         if ctx.is_main:
             for stale in (HISTORY, WEIGHTS, CALIBRATION, SPREAD, VAL_METRICS, CHECKPOINT):
                 (out / stale).unlink(missing_ok=True)
-        state.image_path = _train_image_path(s, z_train)
+        left = limit - (time.monotonic() - t_fit)  # after the prior
+        deadline = None
+        if math.isfinite(left):
+            deadline = time.monotonic() + max(_IMAGE_SHARE * left, _MIN_IMAGE_S)
+        state.image_path = _train_image_path(s, z_train, deadline)
     model = s.parts.model
     if model.slide_head is not None and config.image.freeze_image and state.image_path:
         model.image.requires_grad_(False)
@@ -311,16 +334,21 @@ def _start(s: _Session, time_limit_s: float | None, z_train: np.ndarray) -> Loop
     elif model.slide_head is not None:  # the head keeps learning beside the flow
         s.head_target = torch.as_tensor(z_train, dtype=torch.float32, device=s.tensors[0].device)
     s.step_fn = ddp.wrap_model(s.step_fn, ctx)  # DDP sees only the weights still trained
-    limit = config.optim.max_minutes * 60 if config.optim.max_minutes else math.inf
-    if time_limit_s is not None:
-        limit = min(limit, state.elapsed + time_limit_s)
-    s.budget = limit
+    spent = time.monotonic() - t_fit  # this session's prior and image path
+    s.budget = max(limit - spent, state.elapsed + _MIN_LOOP_S)
+    if math.isfinite(limit):
+        logger.info(
+            "time budget: %.0f s of training loop left (%.0f s spent on the prior and image path)",
+            s.budget - state.elapsed,
+            spent,
+        )
     return state
 
 
-def _train_image_path(s: _Session, z_train: np.ndarray) -> dict | None:
+def _train_image_path(s: _Session, z_train: np.ndarray, deadline: float | None) -> dict | None:
     """Regress z on the slides with the image encoder + slide head (rank 0; all ranks get the
-    weights), and copy them into the EMA. None for a model without a slide head."""
+    weights), and copy them into the EMA; no new epoch after ``deadline`` (``time.monotonic()``,
+    None: no limit). None for a model without a slide head."""
     from rnafm.training.image_path import fit_image_path, image_state
 
     model, ctx = s.parts.model, s.ctx
@@ -338,7 +366,14 @@ def _train_image_path(s: _Session, z_train: np.ndarray) -> dict | None:
             )
         z = torch.as_tensor(z_train, dtype=torch.float32, device=s.tensors[0].device)  # (n, G)
         info = fit_image_path(
-            model, s.tensors[0], s.tensors[1], z, val=val, config=s.config, seed=s.config.seed
+            model,
+            s.tensors[0],
+            s.tensors[1],
+            z,
+            val=val,
+            config=s.config,
+            seed=s.config.seed,
+            deadline=deadline,
         )
         weights = {k: v.cpu() for k, v in image_state(model).items()}
         result = (info, weights)

@@ -138,7 +138,12 @@ def median_gamma(x: np.ndarray) -> float:
 
 
 def fit_ridge(
-    x: np.ndarray, y: np.ndarray, rel_alphas: tuple[float, ...], *, gamma: float = 0.0
+    x: np.ndarray,
+    y: np.ndarray,
+    rel_alphas: tuple[float, ...],
+    *,
+    gamma: float = 0.0,
+    residual_std: bool = True,
 ) -> RidgePrior:
     """Ridge from ``x`` (n, D) to ``y`` (n, G), per-gene penalty by closed-form leave-one-out.
 
@@ -171,26 +176,30 @@ def fit_ridge(
     scale = float(s2.mean()) if s2.size else 1.0
     grid = np.asarray(rel_alphas, dtype=np.float64) * scale  # (A,)
     uty = u.T @ yc  # (r, G)
+    u2 = u**2  # (n, r)
     best_err = np.full(y.shape[1], np.inf)  # (G,)
     best = np.zeros(y.shape[1], dtype=np.int64)  # (G,)
-    best_loo = np.zeros_like(yc)  # (n, G)
     for a_i, alpha in enumerate(grid):
         f = s2 / (s2 + alpha)  # (r,)
-        fitted = u @ (f[:, None] * uty)  # (n, G)
-        h = (u**2) @ f + 1.0 / n  # (n,) leverage incl. intercept
-        loo = (yc - fitted) / np.maximum(1.0 - h, 1e-6)[:, None]  # (n, G)
-        err = (loo**2).mean(axis=0)  # (G,)
+        resid = u @ (f[:, None] * uty)  # (n, G) fitted values
+        np.subtract(yc, resid, out=resid)  # (n, G) residuals
+        h = u2 @ f + 1.0 / n  # (n,) leverage incl. intercept
+        resid *= (1.0 / np.maximum(1.0 - h, 1e-6))[:, None]  # (n, G) leave-one-out residuals
+        err = np.einsum("ng,ng->g", resid, resid) / n  # (G,) mean squared LOO error
         better = err < best_err
         best_err[better], best[better] = err[better], a_i
-        best_loo[:, better] = loo[:, better]
     alphas = grid[best]  # (G,)
+    shrink = s2[:, None] / (s2[:, None] + alphas[None, :])  # (r, G) per-gene filter factors
     if gamma > 0:  # dual coefficients A = U diag(1 / (lambda + alpha_g)) U^T y
         weights = u @ (uty / (s2[:, None] + alphas[None, :]))  # (n, G)
     else:  # W = V diag(s / (s^2 + alpha_g)) U^T y, gene by gene through broadcasting
         weights = vt.T @ ((s[:, None] / (s2[:, None] + alphas[None, :])) * uty)  # (D, G)
     prior.weights = weights.astype(np.float32)
     prior.alphas = alphas
-    prior.res_std = best_loo.std(axis=0) if n > 1 else np.ones(y.shape[1])  # (G,)
+    if residual_std and n > 1:  # LOO residuals at each gene's chosen penalty
+        loo = yc - u @ (shrink * uty)  # (n, G)
+        loo /= np.maximum(1.0 - (u2 @ shrink + 1.0 / n), 1e-6)  # (n, G)
+        prior.res_std = loo.std(axis=0)  # (G,)
     return prior
 
 
@@ -204,10 +213,19 @@ def _group_folds(groups: list[str], folds: int, seed: int) -> np.ndarray:
 
 
 def _top_directions(fitted: np.ndarray, rank: int) -> np.ndarray:
-    """Top ``rank`` right singular vectors (G, r) of centred fitted values (n, G)."""
+    """Top ``rank`` right singular vectors (G, r) of centred fitted values (n, G).
+
+    Computed from the eigenvectors of the (n, n) Gram matrix (``fc fc^T = U S^2 U^T``, so
+    ``V = fc^T U / S``), which costs one n^2 G product instead of an SVD of the wide (n, G)
+    matrix. Directions with a zero singular value (rank > the matrix's rank) are returned as
+    zero columns: fitted values and predictions have no component along them.
+    """
     fc = fitted - fitted.mean(axis=0)  # (n, G)
-    _, _, vt = np.linalg.svd(fc, full_matrices=False)  # (r_max, G)
-    return vt[:rank].T  # (G, r)
+    lam, w = np.linalg.eigh(fc @ fc.T)  # (n,), (n, n) ascending
+    lam, w = lam[::-1][:rank], w[:, ::-1][:, :rank]  # (r,), (n, r) largest first
+    ok = lam > max(lam.max(initial=0.0), 0.0) * 1e-12  # (r,)
+    scale = np.where(ok, 1.0 / np.sqrt(np.where(ok, lam, 1.0)), 0.0)  # (r,) 1 / S
+    return fc.T @ (w * scale[None, :])  # (G, r)
 
 
 def _mean_pcc(pred: np.ndarray, true: np.ndarray) -> float:
@@ -259,7 +277,7 @@ def cross_fit_ridge(
         oof = {r: np.zeros_like(y) for r in (*ranks, 0)}  # rank 0: full rank
         for f in range(folds):
             te = fold == f
-            part = fit_ridge(x[~te], y[~te], rel_alphas, gamma=gamma)
+            part = fit_ridge(x[~te], y[~te], rel_alphas, gamma=gamma, residual_std=False)
             pred = part.predict(x[te])  # (m, G)
             oof[0][te] = pred
             if ranks:
