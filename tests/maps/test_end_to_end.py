@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("maps_e2e")
     cohort = make_feature_cohort(
-        root / "cohort", design="localized", n_slides=90, n_genes=240, dim=32, seed=3,
+        root / "cohort", design="localized", n_slides=200, n_genes=240, dim=32, seed=3,
         grid_rows=(18, 22), grid_cols=(22, 28),
     )  # fmt: skip
     patients = sorted(set(cohort.patient_ids))
@@ -37,11 +37,11 @@ def trained(tmp_path_factory):
     write_reference(root / "train.csv", ref.subset(train), raw=True)
     run = rnafm.train(
         root / "train.csv", cohort.features_dir, out=root / "run", device="cpu",
-        expression_scale="raw", **{"clusters.k": 24, "model.hidden": 32, "model.depth": 1,
+        expression_scale="raw", **{"clusters.k": 24, "model.hidden": 64, "model.depth": 1,
                                    "sampler.steps": 4, "optim.epochs": 40, "optim.max_minutes": None},
     )  # fmt: skip
     assert len(test) >= 3
-    return cohort, rnafm.load_model(run, device="cpu"), test[:4]
+    return cohort, rnafm.load_model(run, device="cpu"), test[:12]
 
 
 def test_maps_follow_the_planted_programme(trained, tmp_path):
@@ -62,5 +62,22 @@ def test_maps_follow_the_planted_programme(trained, tmp_path):
         ours.append(spearmanr(smap.scores[:, 0], truth.column(IFNG)).statistic)
         naive.append(spearmanr(base.maps[sid].scores[:, 0], truth.column(IFNG)).statistic)
         assert (tmp_path / "maps" / sid / f"{IFNG}.png").is_file()
+    # measured on cohort seeds 3, 4 and 5: read-out 0.34-0.50, per-cluster baseline 0.15-0.20;
+    # a noise map scores about 0
     assert np.mean(ours) > 0.25
     assert np.mean(ours) > np.mean(naive) + 0.1
+
+
+def test_local_maps_follow_the_planted_programme(trained):
+    from rnafm.maps import MapMethod
+    from rnafm.synth.tile_truth import read_tile_truth
+
+    cohort, model, test = trained
+    res = model.maps(cohort.features_dir, slides=test, pathways=[IFNG], method=MapMethod.LOCAL,
+                     draws=2)  # fmt: skip
+    scores = [
+        spearmanr(res.maps[sid].scores[:, 0], read_tile_truth(cohort.truth_path(sid)).column(IFNG))
+        .statistic for sid in test
+    ]  # fmt: skip
+    # measured on cohort seeds 3, 4 and 5: 0.53-0.64
+    assert np.mean(scores) > 0.4
