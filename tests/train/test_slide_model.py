@@ -61,6 +61,22 @@ def test_novelty_leverage_is_mahalanobis_over_n():
     assert far[0] > nv.leverage(emb).max()
 
 
+def test_novelty_power_zero_widens_only_slides_beyond_the_training_slides():
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(30, 4))
+    nv = Novelty.fit(emb)
+    spread = Spread(np.ones(3), np.ones(3), 0.0, nv, 0.0)
+    np.testing.assert_array_equal(spread.slide_factor(emb), np.ones(30))
+    far = emb.mean(0, keepdims=True) + 30.0
+    h = nv.leverage(far)[0]
+    assert h > nv.h_max
+    np.testing.assert_allclose(spread.slide_factor(far), [np.sqrt((1 + h) / (1 + nv.h_max))])
+    assert spread.slide_factor(far)[0] > 1.5
+    # a positive power widens every slide by (1 + h) ** p, inside the training range too
+    inside = Spread(np.ones(3), np.ones(3), 0.0, nv, 1.0).slide_factor(emb)
+    np.testing.assert_allclose(inside, 1 + nv.leverage(emb))
+
+
 def test_difficulty_penalty_is_the_leave_one_out_best_and_finds_a_planted_trend():
     """The closed-form leave-one-out choice equals refitting without each slide; slides whose
     embedding says 'hard' (planted) get a larger factor."""

@@ -92,9 +92,10 @@ class ValidationConfig(BaseModel):
         "per-gene scale only. Chosen on validation by the Gaussian CRPS.",
     )
     novelty_powers: tuple[float, ...] = Field(
-        (0.5, 1.0, 2.0),
+        (0.0, 0.5, 1.0, 2.0),
         description="Powers of (1 + h) in the slide factor of the std tried on validation (h: "
-        "leverage of the slide embedding among the training slides); chosen by the CRPS.",
+        "leverage of the slide embedding among the training slides); chosen by the CRPS. "
+        "0 widens only slides beyond every training slide, by sqrt((1 + h) / (1 + h_max)).",
     )
     difficulty_powers: tuple[float, ...] = Field(
         (0.0, 1.0),

@@ -121,7 +121,9 @@ class Spread:
     matches the held-out residual scale of each gene, ``power`` (chosen on validation) says how
     much of the flow's slide-specific spread is kept (0: none, 1: all of it), and the slide
     factor (:meth:`slide_factor`) is ``(1 + h) ** novelty_power`` (h: the slide's
-    :class:`Novelty` leverage) times its :class:`Difficulty` to ``difficulty_power``.
+    :class:`Novelty` leverage; with ``novelty_power`` 0, ``sqrt((1 + h) / (1 + h_max))`` for
+    slides beyond every training slide's leverage ``h_max`` and 1 within) times its
+    :class:`Difficulty` to ``difficulty_power``.
     """
 
     gene_scale: np.ndarray  # float64 (G,)
@@ -140,8 +142,11 @@ class Spread:
         outside = np.zeros(len(emb), dtype=bool)  # beyond every training slide's leverage
         if self.novelty is not None:
             h = self.novelty.leverage(emb)  # (m,)
-            out = out * (1.0 + h) ** self.novelty_power
             outside = h > self.novelty.h_max
+            if self.novelty_power > 0:
+                out = out * (1.0 + h) ** self.novelty_power
+            else:  # only slides beyond every training slide are widened, as sqrt(1 + h) grows
+                out = out * np.sqrt(np.maximum((1.0 + h) / (1.0 + self.novelty.h_max), 1.0))
         if self.difficulty is not None and self.difficulty_power:
             d = self.difficulty.factor(emb) ** self.difficulty_power  # (m,)
             out = out * np.where(outside, np.maximum(d, 1.0), d)  # never 'easy' out there
