@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from rnafm.maps.grid import tile_grid
-from rnafm.maps.readout import has_slide_head, head_log2, smoothing_matrix, tile_conditions
+from rnafm.maps.readout import (
+    attention_gate,
+    has_slide_head,
+    head_log2,
+    smoothing_matrix,
+    tile_attention_logits,
+    tile_conditions,
+)
 
 
 def _grid(rows=9, cols=11, drop=0.25, seed=0):
@@ -102,4 +109,71 @@ def test_one_slot_condition_equals_the_tile_in_its_cluster_slot():
     labels = rng.integers(0, 4, 7)
     one = head_log2(run, *tile_conditions(f, labels, 4, 50, indexed=False))
     full = head_log2(run, *tile_conditions(f, labels, 4, 50, indexed=True))
+    np.testing.assert_allclose(one, full, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_gate_is_relative_attention_capped_and_sharpened():
+    logits = np.zeros((6, 2))
+    rel, gate = attention_gate(logits, 4.0)
+    np.testing.assert_allclose(rel, 1.0)  # every tile listened to alike: no pull
+    np.testing.assert_allclose(gate, 1.0)
+    logits[0] = -np.log(4.0)  # a quarter of the others' weight in both heads
+    logits[1] = [np.log(3.0), 0.0]  # more than average in one head
+    rel, gate = attention_gate(logits, 2.0)
+    w = np.exp(logits) / np.exp(logits).sum(0)  # (6, 2) softmax over tiles, per head
+    np.testing.assert_allclose(rel, w.mean(1) * 6)
+    np.testing.assert_allclose(rel.sum(), 6.0)
+    np.testing.assert_allclose(gate, np.minimum(rel, 1.0) ** 2)
+    assert gate[0] < 0.1 and gate[1] == 1.0
+    _, off = attention_gate(logits, 0.0)
+    np.testing.assert_array_equal(off, 1.0)
+
+
+def test_readout_pulls_tiles_the_pooling_ignores_to_the_slide_level(monkeypatch):
+    import rnafm.maps.readout as readout
+
+    g, grid = _grid(rows=5, cols=6, drop=0.0)
+    n = len(g)
+    rng = np.random.default_rng(4)
+    f = rng.normal(size=(n, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, n)
+    per_tile = rng.normal(size=(n, 2))  # the head's answer for each one-tile slide
+    logits = np.zeros((n, 2))
+    logits[[3, 7]] = -30.0  # two tiles the pooling does not listen to
+    state = {"at": 0}
+
+    def answers(clusters, sizes):
+        start = state["at"]
+        state["at"] = start + len(clusters)
+        return per_tile[start : start + len(clusters)]
+
+    run = SimpleNamespace(slide_head_log2=answers, n_clusters=4)
+    monkeypatch.setattr(readout, "tile_attention_logits", lambda p, c, s, slots: logits)
+    weights = np.eye(2)
+    plain = readout.tile_readout(run, f, labels, grid, weights, smooth=0.0, attention_power=0.0)
+    np.testing.assert_allclose(plain, per_tile)
+    state["at"] = 0
+    gated = readout.tile_readout(run, f, labels, grid, weights, smooth=0.0, attention_power=4.0)
+    keep = np.setdiff1d(np.arange(n), [3, 7])
+    level = per_tile[keep].mean(0)  # the ignored tiles weigh nothing in the slide level
+    np.testing.assert_allclose(gated[[3, 7]], np.tile(level, (2, 1)), atol=1e-9)
+    np.testing.assert_allclose(gated[keep], per_tile[keep] * 1.0, atol=1e-9)  # others: gate 1
+    assert not np.allclose(gated, plain)
+
+
+@pytest.mark.parametrize("pool_heads", [0, 2])
+def test_tile_attention_logits_are_the_pooling_logits_of_the_tile(pool_heads):
+    run = _tiny_run(False)
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=(7, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, 7)
+    c1, s1 = tile_conditions(f, labels, 4, 50, indexed=False)
+    if pool_heads == 0:
+        run.model.image.pool = None
+        assert tile_attention_logits(run, c1, s1, np.zeros(7, dtype=np.int64)) is None
+        return
+    one = tile_attention_logits(run, c1, s1, np.zeros(7, dtype=np.int64))  # (7, P)
+    ck, sk = tile_conditions(f, labels, 4, 50, indexed=True)
+    full = tile_attention_logits(run, ck, sk, labels)  # the same tile in its own slot of K
+    assert one.shape == (7, 2)
     np.testing.assert_allclose(one, full, rtol=1e-4, atol=1e-5)

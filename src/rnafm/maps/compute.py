@@ -314,7 +314,13 @@ def map_slide(
     w = cond.weights[:, :, None]  # (N, 4, 1)
     if method is MapMethod.READOUT:
         read = tile_readout(
-            predictor, feats, labels, grid, columns.weights, smooth=config.smooth
+            predictor,
+            feats,
+            labels,
+            grid,
+            columns.weights,
+            smooth=config.smooth,
+            attention_power=config.attention_power,
         )  # (N, M)
         if config.anchor is MapAnchor.WINDOWS:
             head = _window_head(predictor, cond, labels, feats, cl, columns)  # (C, M)

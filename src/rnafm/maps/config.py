@@ -30,7 +30,8 @@ class MapConfig(BaseModel):
     """How the maps of a trained run are computed (saved as attributes of every map file).
 
     ``readout`` (the default): a tile's score is the run's slide head asked about that tile alone,
-    smoothed over ``smooth`` tiles, plus the difference between the run's full prediction and the
+    pulled towards the slide level where the run's attention pools it less than an average tile
+    (``attention_power``), smoothed over ``smooth`` tiles, plus the difference between the run's full prediction and the
     head's for the whole slide (``anchor`` slide) or for the window of ``radius`` tiles around
     it (``anchor`` windows, interpolated). The std comes from the run's draws for at most
     ``anchors`` windows of ``radius`` tiles on a lattice, interpolated. ``local``: the run's full
@@ -44,6 +45,14 @@ class MapConfig(BaseModel):
     method: MapMethod = Field(MapMethod.READOUT, description="How a tile is scored.")
     smooth: float = Field(
         1.5, ge=0.0, le=16.0, description="readout: Gaussian sigma, in tiles, of the smoothing."
+    )
+    attention_power: float = Field(
+        4.0,
+        ge=0.0,
+        le=64.0,
+        description="readout: a tile's read-out is pulled towards the attention-weighted slide "
+        "level by min(1, relative attention) ** attention_power (tiles the run's attention "
+        "pooling listens to less than average carry less evidence); 0 turns it off.",
     )
     anchor: MapAnchor = Field(
         MapAnchor.SLIDE, description="readout: shift to the run's prediction per slide or window."

@@ -23,7 +23,15 @@ import numpy as np
 
 from rnafm.maps.grid import TileGrid
 
-__all__ = ["has_slide_head", "head_log2", "tile_conditions", "smoothing_matrix", "tile_readout"]
+__all__ = [
+    "has_slide_head",
+    "head_log2",
+    "tile_attention_logits",
+    "attention_gate",
+    "tile_conditions",
+    "smoothing_matrix",
+    "tile_readout",
+]
 
 
 def _model_of(predictor) -> Any:
@@ -57,6 +65,45 @@ def head_log2(predictor, clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     z = slide_estimates(predictor.model, clusters, sizes, device=predictor.device)  # (n, G)
     norm = predictor.targets.norm
     return np.asarray(z, dtype=np.float64) * norm.std + norm.mean  # (n, G)
+
+
+def tile_attention_logits(
+    predictor, clusters: np.ndarray, sizes: np.ndarray, slots: np.ndarray
+) -> np.ndarray | None:
+    """The attention pooling's logits (b, P) of each one-tile condition's tile, or None.
+
+    ``clusters``, ``sizes`` are :func:`tile_conditions` (b, K', D), (b, K'); ``slots`` (b,) the
+    slot holding the tile. None when the run has no gated attention pooling (``pool_heads`` 0)
+    or is not a torch model.
+    """
+    image = getattr(_model_of(predictor), "image", None)
+    pool = getattr(image, "pool", None)
+    if pool is None:
+        return None
+    import torch
+
+    device = getattr(predictor, "device", torch.device("cpu"))
+    dtype = next(image.parameters()).dtype
+    with torch.no_grad():
+        c = torch.as_tensor(clusters, device=device, dtype=dtype)  # (b, K', D)
+        s = torch.as_tensor(sizes, device=device, dtype=dtype)  # (b, K')
+        _, tokens, _ = image(c, s)  # (b, K', H)
+        logits = pool.logits(tokens)  # (b, K', P)
+        rows = torch.arange(len(slots), device=device)
+        picked = logits[rows, torch.as_tensor(slots, device=device)]  # (b, P)
+    return picked.float().cpu().numpy().astype(np.float64)
+
+
+def attention_gate(logits: np.ndarray, power: float) -> tuple[np.ndarray, np.ndarray]:
+    """Relative attention of each tile and its gate ``min(1, r) ** power``, both float64 (N,).
+
+    ``r`` is the tile's softmax weight over the slide's tiles times N (1 for every tile when the
+    pooling listens to all alike), averaged over the pooling heads of ``logits`` (N, P).
+    """
+    lg = np.asarray(logits, dtype=np.float64)  # (N, P)
+    w = np.exp(lg - lg.max(axis=0, keepdims=True))  # (N, P)
+    rel = (w / w.sum(axis=0, keepdims=True)).mean(axis=1) * len(lg)  # (N,)
+    return rel, np.minimum(rel, 1.0) ** power
 
 
 def _indexed(predictor) -> bool:
@@ -130,9 +177,17 @@ def tile_readout(
     weights: np.ndarray,
     *,
     smooth: float,
+    attention_power: float = 0.0,
     batch: int = 2048,
 ) -> np.ndarray:
     """The smoothed per-tile read-out of the slide head for the map columns, float64 (N, M).
+
+    With ``attention_power`` > 0 and a run with attention pooling, each tile's read-out is
+    first pulled towards the attention-weighted mean read-out of the slide by
+    :func:`attention_gate`: a tile the pooling listens to less than an average tile (adjacent
+    normal tissue outside the RNA sample, say) carries less of the evidence the head learned
+    from, and its read-out (the head asked about a slide made of such tiles only, which it was
+    never trained on) is the least reliable.
 
     Parameters
     ----------
@@ -148,6 +203,8 @@ def tile_readout(
         float64 (G, M) the map columns (:class:`rnafm.maps.names.MapColumns` ``weights``).
     smooth
         Gaussian sigma in tiles.
+    attention_power
+        Sharpness of the attention gate; 0 turns it off.
     batch
         Tiles per call to the head.
     """
@@ -155,10 +212,19 @@ def tile_readout(
     indexed = _indexed(predictor)
     k = int(getattr(predictor, "n_clusters", 0) or labels.max() + 1)
     out = np.empty((n, weights.shape[1]), dtype=np.float64)  # (N, M)
+    logits: list[np.ndarray] | None = [] if attention_power > 0 else None
     for start in range(0, n, batch):
         stop = min(start + batch, n)
         c, s = tile_conditions(
             features[start:stop], labels[start:stop], k, n, indexed=indexed
         )  # (b, K', D), (b, K')
         out[start:stop] = head_log2(predictor, c, s) @ weights  # (b, M)
+        if logits is not None:
+            slots = labels[start:stop] if indexed else np.zeros(stop - start, dtype=np.int64)
+            lg = tile_attention_logits(predictor, c, s, slots)  # (b, P) or None
+            logits = None if lg is None else logits + [lg]
+    if logits:
+        rel, gate = attention_gate(np.concatenate(logits), attention_power)  # (N,), (N,)
+        level = (rel @ out) / rel.sum()  # (M,) the attention-weighted slide level
+        out = level + gate[:, None] * (out - level)  # (N, M)
     return np.asarray(smoothing_matrix(grid, smooth) @ out)  # (N, M)

@@ -159,9 +159,13 @@ class GatedAttentionPool(nn.Module):
         self.w = nn.Linear(hidden, heads)
         self.out = nn.Linear(hidden * heads, hidden)
 
+    def logits(self, z: Tensor) -> Tensor:
+        """Attention logits (B, K, P) of tokens z (B, K, H), before the bias."""
+        return self.w(torch.tanh(self.v(z)) * torch.sigmoid(self.u(z)))  # (B, K, P)
+
     def weights(self, z: Tensor, bias: Tensor) -> Tensor:
         """Attention weights (B, K, P) of tokens z (B, K, H) under bias (B, K)."""
-        a = self.w(torch.tanh(self.v(z)) * torch.sigmoid(self.u(z)))  # (B, K, P)
+        a = self.logits(z)  # (B, K, P)
         return torch.softmax(a + bias[..., None].to(a.dtype), dim=1)  # (B, K, P)
 
     def forward(self, z: Tensor, bias: Tensor) -> Tensor:
