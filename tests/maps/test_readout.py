@@ -177,3 +177,24 @@ def test_tile_attention_logits_are_the_pooling_logits_of_the_tile(pool_heads):
     full = tile_attention_logits(run, ck, sk, labels)  # the same tile in its own slot of K
     assert one.shape == (7, 2)
     np.testing.assert_allclose(one, full, rtol=1e-4, atol=1e-5)
+
+
+def test_gated_readout_runs_on_a_run_with_cluster_index_embeddings():
+    """Indexed runs read a tile out in its own cluster's slot; the gate follows that slot."""
+    run = _tiny_run(True)
+    g, grid = _grid(rows=4, cols=5, drop=0.0)
+    rng = np.random.default_rng(6)
+    f = rng.normal(size=(len(g), 3)).astype(np.float32)
+    labels = rng.integers(0, 4, len(g))
+    ck, sk = tile_conditions(f, labels, 4, len(g), indexed=True)
+    lg = tile_attention_logits(run, ck, sk, labels)
+    other = tile_attention_logits(run, ck, sk, (labels + 1) % 4)  # an empty slot's token
+    assert lg.shape == (len(g), 2) and np.isfinite(lg).all()
+    assert not np.allclose(lg, other)
+    from rnafm.maps.readout import tile_readout
+
+    out = tile_readout(run, f, labels, grid, np.ones((4, 1)) / 4, smooth=0.0, attention_power=4.0)
+    plain = tile_readout(run, f, labels, grid, np.ones((4, 1)) / 4, smooth=0.0)
+    rel, gate = attention_gate(lg, 4.0)
+    level = (rel @ plain) / rel.sum()
+    np.testing.assert_allclose(out, level + gate[:, None] * (plain - level), rtol=1e-6, atol=1e-9)
