@@ -31,9 +31,9 @@ class MapConfig(BaseModel):
 
     ``readout`` (the default): a tile's score is the run's slide head asked about that tile alone,
     pulled towards the slide level where the run's attention pools it less than an average tile
-    (``attention_power``), smoothed over ``smooth`` tiles, plus the difference between the run's full prediction and the
-    head's for the whole slide (``anchor`` slide) or for the window of ``radius`` tiles around
-    it (``anchor`` windows, interpolated). The std comes from the run's draws for at most
+    (``attention_power``), smoothed over ``smooth`` tiles, plus the difference between the run's
+    full prediction and the head's for the whole slide (``anchor`` slide) or for the window of
+    ``radius`` tiles around it (``anchor`` windows, interpolated). The std comes from the run's draws for at most
     ``anchors`` windows of ``radius`` tiles on a lattice, interpolated. ``local``: the run's full
     prediction for a window of ``radius`` tiles (its tiles' own cluster means and counts) at
     every lattice point (at most ``max_conditions``). Runs without a slide head map with
@@ -44,10 +44,10 @@ class MapConfig(BaseModel):
 
     method: MapMethod = Field(MapMethod.READOUT, description="How a tile is scored.")
     smooth: float = Field(
-        1.5, ge=0.0, le=16.0, description="readout: Gaussian sigma, in tiles, of the smoothing."
+        2.5, ge=0.0, le=16.0, description="readout: Gaussian sigma, in tiles, of the smoothing."
     )
     attention_power: float = Field(
-        4.0,
+        8.0,
         ge=0.0,
         le=64.0,
         description="readout: a tile's read-out is pulled towards the attention-weighted slide "
