@@ -47,12 +47,12 @@ class MapConfig(BaseModel):
         2.5, ge=0.0, le=16.0, description="readout: Gaussian sigma, in tiles, of the smoothing."
     )
     attention_power: float = Field(
-        8.0,
+        0.0,
         ge=0.0,
         le=64.0,
         description="readout: a tile's read-out is pulled towards the attention-weighted slide "
         "level by min(1, relative attention) ** attention_power (tiles the run's attention "
-        "pooling listens to less than average carry less evidence); 0 turns it off.",
+        "pooling listens to less than average carry less evidence); 0 (default) turns it off.",
     )
     anchor: MapAnchor = Field(
         MapAnchor.SLIDE, description="readout: shift to the run's prediction per slide or window."
