@@ -183,6 +183,11 @@ def test_cli_maps(monkeypatch, tmp_path, quadrant, predictor):
     assert read_map(out / f"{quadrant.slide_id}.h5").names == [PATHWAY, "HOT2"]
     r = CliRunner().invoke(cli, args)
     assert "(1 already done)" in r.output
+    r = CliRunner().invoke(cli, [*args, "--smooth", "0.5", "--attention-power", "4"])
+    assert "(0 already done)" in r.output  # other settings: recomputed
+    with h5py.File(out / f"{quadrant.slide_id}.h5", "r") as f:
+        settings = f.attrs["settings"]
+    assert '"smooth": 0.5' in settings and '"attention_power": 4.0' in settings
 
 
 def test_unknown_setting_is_an_input_error(quadrant, predictor):

@@ -41,6 +41,16 @@ _DEFAULTS = MapConfig()
     show_default=True, help="Local condition of a tile: its window (local) or its cluster alone.",
 )  # fmt: skip
 @click.option(
+    "--smooth", type=click.FloatRange(0, 16), default=_DEFAULTS.smooth, show_default=True,
+    help="readout: Gaussian sigma of the smoothing, in tiles.",
+)  # fmt: skip
+@click.option(
+    "--attention-power", type=click.FloatRange(0, 64), default=_DEFAULTS.attention_power,
+    show_default=True,
+    help="readout: pull tiles the run's attention listens to less than average towards the slide "
+    "level (8 is strong; 0 turns it off). See docs/maps.md.",
+)  # fmt: skip
+@click.option(
     "--radius", type=click.FloatRange(0, 64), default=_DEFAULTS.radius, show_default=True,
     help="Window radius in tiles.",
 )  # fmt: skip
@@ -59,16 +69,17 @@ _DEFAULTS = MapConfig()
 @click.option("--no-png", is_flag=True, help="Write the h5 files only.")
 @click.option("--overwrite", is_flag=True, help="Recompute slides whose maps are already there.")
 def maps_cmd(model_dir: Path, features: Path, tiles: Path | None, slides: str | None,
-             pathways: str | None, genes: str | None, out: Path, method: str, radius: float,
-             stride: int, draws: int, seed: int, device: str, no_png: bool,
+             pathways: str | None, genes: str | None, out: Path, method: str, smooth: float,
+             attention_power: float, radius: float, stride: int, draws: int, seed: int, device: str, no_png: bool,
              overwrite: bool) -> None:  # fmt: skip
     """Map pathway scores and genes over the tiles of slides, with uncertainty."""
     from rnafm.maps.api import make_maps
     from rnafm.predict.predictor import load_model
 
     config = MapConfig(
-        method=MapMethod(method), radius=radius, stride=stride, draws=draws, seed=seed
-    )
+        method=MapMethod(method), smooth=smooth, attention_power=attention_power, radius=radius,
+        stride=stride, draws=draws, seed=seed,
+    )  # fmt: skip
     predictor = load_model(model_dir, device=device)
     result = make_maps(
         predictor, features, slides=slides, pathways=pathways, genes=genes, out=out,
