@@ -183,11 +183,13 @@ def test_cli_maps(monkeypatch, tmp_path, quadrant, predictor):
     assert read_map(out / f"{quadrant.slide_id}.h5").names == [PATHWAY, "HOT2"]
     r = CliRunner().invoke(cli, args)
     assert "(1 already done)" in r.output
-    r = CliRunner().invoke(cli, [*args, "--smooth", "0.5", "--attention-power", "4"])
+    more = ["--smooth", "0.5", "--attention-power", "4", "--tile-share", "0.25"]
+    r = CliRunner().invoke(cli, [*args, *more])
     assert "(0 already done)" in r.output  # other settings: recomputed
     with h5py.File(out / f"{quadrant.slide_id}.h5", "r") as f:
         settings = f.attrs["settings"]
     assert '"smooth": 0.5' in settings and '"attention_power": 4.0' in settings
+    assert '"tile_share": 0.25' in settings
 
 
 def test_unknown_setting_is_an_input_error(quadrant, predictor):

@@ -15,6 +15,8 @@ from rnafm.maps.readout import (
     smoothing_matrix,
     tile_attention_logits,
     tile_conditions,
+    tile_readout,
+    tile_secants,
 )
 
 
@@ -191,10 +193,72 @@ def test_gated_readout_runs_on_a_run_with_cluster_index_embeddings():
     other = tile_attention_logits(run, ck, sk, (labels + 1) % 4)  # an empty slot's token
     assert lg.shape == (len(g), 2) and np.isfinite(lg).all()
     assert not np.allclose(lg, other)
-    from rnafm.maps.readout import tile_readout
-
     out = tile_readout(run, f, labels, grid, np.ones((4, 1)) / 4, smooth=0.0, attention_power=4.0)
     plain = tile_readout(run, f, labels, grid, np.ones((4, 1)) / 4, smooth=0.0)
     rel, gate = attention_gate(lg, 4.0)
     level = (rel @ plain) / rel.sum()
     np.testing.assert_allclose(out, level + gate[:, None] * (plain - level), rtol=1e-6, atol=1e-9)
+
+
+def _run_with(**model):
+    import torch
+
+    from rnafm.model import ModelConfig, build_model
+    from rnafm.pathways.tokens import PathwayTokens
+
+    torch.manual_seed(1)
+    tokens = PathwayTokens(
+        genes=["A", "B", "C", "D", "E"], names=["P1", "background_0"],
+        members=[np.array([0, 1, 2]), np.array([3, 4])], is_background=np.array([False, True]),
+    )  # fmt: skip
+    cfg = ModelConfig(hidden=16, depth=1, heads=2, image_heads=2, **model)
+    net = build_model(tokens, feature_dim=3, n_clusters=5, config=cfg).eval()
+    norm = SimpleNamespace(mean=np.linspace(1, 3, 5), std=np.linspace(0.5, 1.5, 5))
+    return SimpleNamespace(model=net, device=torch.device("cpu"), n_clusters=5,
+                           targets=SimpleNamespace(norm=norm))  # fmt: skip
+
+
+@pytest.mark.parametrize("index_embedding", [False, True])
+def test_secant_of_a_whole_share_is_the_one_tile_read_out(index_embedding):
+    run = _run_with(pool_heads=2, cluster_index_embedding=index_embedding)
+    rng = np.random.default_rng(7)
+    f = rng.normal(size=(9, 3)).astype(np.float32)
+    labels = rng.integers(0, 5, 9)
+    slide = (rng.normal(size=(5, 3)).astype(np.float32), np.array([3, 0, 2, 3, 1], np.float32))
+    weights = rng.random((5, 2))
+    sec = tile_secants(run, f, labels, slide, weights, share=1.0)
+    one = head_log2(run, *tile_conditions(f, labels, 5, 9, indexed=index_embedding)) @ weights
+    np.testing.assert_allclose(sec, one, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("share", [0.1, 0.4, 0.75])
+def test_secant_is_the_slide_with_tissue_like_the_tile_added(share):
+    """Mean pooling of tokens that do not interact (no attention pooling, no encoder layers):
+    moving the pooled token a share s towards the tile is adding the tile as a cluster holding
+    s / (1 - s) of the slide's tiles, so the secant is the head's change for that slide."""
+    run = _run_with(pool_heads=0, image_depth=0)
+    rng = np.random.default_rng(8)
+    f = rng.normal(size=(6, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, 6)
+    means = rng.normal(size=(4, 3)).astype(np.float32)
+    sizes = np.array([5, 2, 0, 3], np.float32)
+    weights = rng.random((5, 3))
+    sec = tile_secants(run, f, labels, (means, sizes), weights, share=share)  # (6, 3)
+    base = head_log2(run, means[None], sizes[None]) @ weights  # (1, 3)
+    extra = sizes.sum() * share / (1.0 - share)
+    clusters = np.concatenate([np.repeat(means[None], 6, 0), f[:, None, :]], axis=1)  # (6, 5, 3)
+    counts = np.concatenate([np.repeat(sizes[None], 6, 0), np.full((6, 1), extra)], axis=1)
+    added = head_log2(run, clusters.astype(np.float32), counts.astype(np.float32)) @ weights
+    np.testing.assert_allclose(sec, base + (added - base) / share, rtol=1e-4, atol=1e-5)
+    assert np.abs(sec - base).max() > 1e-3  # the tiles do move the slide
+
+
+def test_readout_without_the_network_falls_back_to_the_one_tile_read_out():
+    run = SimpleNamespace(slide_head_log2=lambda c, s: c[:, 0, :2].astype(np.float64) * 2.0,
+                          n_clusters=4)  # fmt: skip
+    g, grid = _grid(rows=3, cols=4, drop=0.0)
+    f = np.random.default_rng(9).normal(size=(len(g), 3)).astype(np.float32)
+    labels = np.zeros(len(g), dtype=np.int64)
+    slide = (f[:4], np.ones(4, np.float32))
+    out = tile_readout(run, f, labels, grid, np.eye(2), smooth=0.0, share=0.4, slide=slide)
+    np.testing.assert_allclose(out, f[:, :2] * 2.0, rtol=1e-6)

@@ -45,6 +45,12 @@ _DEFAULTS = MapConfig()
     help="readout: Gaussian sigma of the smoothing, in tiles.",
 )  # fmt: skip
 @click.option(
+    "--tile-share", type=click.FloatRange(0, 1, min_open=True), default=_DEFAULTS.tile_share,
+    show_default=True,
+    help="readout: a tile's score is the change of the slide's prediction when this share of "
+    "its tissue is made like the tile (1: the slide made of that tile alone).",
+)  # fmt: skip
+@click.option(
     "--attention-power", type=click.FloatRange(0, 64), default=_DEFAULTS.attention_power,
     show_default=True,
     help="readout: pull tiles the run's attention listens to less than average towards the slide "
@@ -70,14 +76,15 @@ _DEFAULTS = MapConfig()
 @click.option("--overwrite", is_flag=True, help="Recompute slides whose maps are already there.")
 def maps_cmd(model_dir: Path, features: Path, tiles: Path | None, slides: str | None,
              pathways: str | None, genes: str | None, out: Path, method: str, smooth: float,
-             attention_power: float, radius: float, stride: int, draws: int, seed: int, device: str, no_png: bool,
-             overwrite: bool) -> None:  # fmt: skip
+             tile_share: float, attention_power: float, radius: float, stride: int, draws: int,
+             seed: int, device: str, no_png: bool, overwrite: bool) -> None:  # fmt: skip
     """Map pathway scores and genes over the tiles of slides, with uncertainty."""
     from rnafm.maps.api import make_maps
     from rnafm.predict.predictor import load_model
 
     config = MapConfig(
-        method=MapMethod(method), smooth=smooth, attention_power=attention_power, radius=radius,
+        method=MapMethod(method), smooth=smooth, tile_share=tile_share,
+        attention_power=attention_power, radius=radius,
         stride=stride, draws=draws, seed=seed,
     )  # fmt: skip
     predictor = load_model(model_dir, device=device)

@@ -321,6 +321,8 @@ def map_slide(
             columns.weights,
             smooth=config.smooth,
             attention_power=config.attention_power,
+            share=config.tile_share,
+            slide=(cl.means, cl.sizes),
         )  # (N, M)
         if config.anchor is MapAnchor.WINDOWS:
             head = _window_head(predictor, cond, labels, feats, cl, columns)  # (C, M)

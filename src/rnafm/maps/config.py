@@ -29,7 +29,8 @@ class MapAnchor(str, Enum):
 class MapConfig(BaseModel):
     """How the maps of a trained run are computed (saved as attributes of every map file).
 
-    ``readout`` (the default): a tile's score is the run's slide head asked about that tile alone,
+    ``readout`` (the default): a tile's score is the run's slide head asked about the slide with
+    a ``tile_share`` of its pooled tissue made like that tile (per unit share; 1: that tile alone),
     pulled towards the slide level where the run's attention pools it less than an average tile
     (``attention_power``), smoothed over ``smooth`` tiles, plus the difference between the run's
     full prediction and the head's for the whole slide (``anchor`` slide) or for the window of
@@ -45,6 +46,14 @@ class MapConfig(BaseModel):
     method: MapMethod = Field(MapMethod.READOUT, description="How a tile is scored.")
     smooth: float = Field(
         2.5, ge=0.0, le=16.0, description="readout: Gaussian sigma, in tiles, of the smoothing."
+    )
+    tile_share: float = Field(
+        0.4,
+        gt=0.0,
+        le=1.0,
+        description="readout: a tile's score is the change of the slide's prediction when this "
+        "share of its attention-pooled tissue is made like the tile, per unit share; 1 asks "
+        "about a slide made only of tiles like it.",
     )
     attention_power: float = Field(
         0.0,

@@ -29,6 +29,7 @@ __all__ = [
     "tile_attention_logits",
     "attention_gate",
     "tile_conditions",
+    "tile_secants",
     "smoothing_matrix",
     "tile_readout",
 ]
@@ -148,6 +149,72 @@ def tile_conditions(
     return clusters, sizes
 
 
+def tile_secants(
+    predictor,
+    features: np.ndarray,
+    labels: np.ndarray,
+    slide: tuple[np.ndarray, np.ndarray],
+    weights: np.ndarray,
+    *,
+    share: float,
+    batch: int = 2048,
+) -> np.ndarray | None:
+    """Each tile's read-out as a secant of the slide head from the slide itself, float64 (N, M).
+
+    The slide's pooled tokens ``p`` (its cluster tokens pooled by the run's attention, one row
+    per pooling head) are moved a ``share`` of the way to the tile's token ``t`` (the tile
+    alone, as in :func:`tile_conditions`), and the head's change is scaled back to a whole
+    step: ``f(p) + (f(p + share * (t - p)) - f(p)) / share`` on the log2 scale of the columns,
+    where ``f`` is the slide head after pooling. ``share`` 1 is the one-tile read-out (a
+    slide made only of tiles like this one); a small share asks what a little more tissue
+    like this tile would do to this slide, which stays closer to the slides the head was
+    trained on. None when the run's network is not at hand (a ``slide_head_log2`` hook).
+
+    Parameters
+    ----------
+    slide
+        float32 (K, D) cluster means and (K,) sizes of the whole slide.
+    share
+        In (0, 1].
+    """
+    model = _model_of(predictor)
+    image = getattr(model, "image", None)
+    if image is None or getattr(model, "slide_head", None) is None:
+        return None
+    if not hasattr(image, "pool_tokens") or not hasattr(predictor, "targets"):
+        return None
+    import torch
+
+    device = getattr(predictor, "device", torch.device("cpu"))
+    dtype = next(image.parameters()).dtype
+    norm = predictor.targets.norm
+    indexed = _indexed(predictor)
+    k = int(getattr(predictor, "n_clusters", 0) or labels.max() + 1)
+
+    def head(pooled):  # (b, P, H) -> (b, M) log2 scale
+        z = model.slide_head(image.embed_pooled(pooled)).float().cpu().numpy()  # (b, G)
+        return (z.astype(np.float64) * norm.std + norm.mean) @ weights
+
+    def tensor(a):
+        return torch.as_tensor(np.asarray(a), device=device, dtype=dtype)
+
+    n = len(features)
+    out = np.empty((n, weights.shape[1]), dtype=np.float64)  # (N, M)
+    with torch.no_grad():
+        _, tokens, bias = image(tensor(slide[0][None]), tensor(slide[1][None]))  # (1, K, H)
+        pooled = image.pool_tokens(tokens, bias)  # (1, P, H)
+        base = head(pooled)  # (1, M)
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            c, s = tile_conditions(features[start:stop], labels[start:stop], k, n, indexed=indexed)
+            _, own, _ = image(tensor(c), tensor(s))  # (b, K', H)
+            slots = labels[start:stop] if indexed else np.zeros(stop - start, dtype=np.int64)
+            tile = own[torch.arange(stop - start, device=device), torch.as_tensor(slots)]  # (b, H)
+            moved = pooled + share * (tile[:, None, :] - pooled)  # (b, P, H)
+            out[start:stop] = base + (head(moved) - base) / share
+    return out
+
+
 def smoothing_matrix(grid: TileGrid, sigma: float):
     """Row-normalised Gaussian weights between tiles (sparse (N, N)), cut at 3 sigma.
 
@@ -178,9 +245,14 @@ def tile_readout(
     *,
     smooth: float,
     attention_power: float = 0.0,
+    share: float = 1.0,
+    slide: tuple[np.ndarray, np.ndarray] | None = None,
     batch: int = 2048,
 ) -> np.ndarray:
     """The smoothed per-tile read-out of the slide head for the map columns, float64 (N, M).
+
+    With ``share`` < 1 and the slide's clusters given, each tile is read out as a secant from
+    the slide (:func:`tile_secants`); otherwise as a slide of that tile alone.
 
     With ``attention_power`` > 0 and a run with attention pooling, each tile's read-out is
     first pulled towards the attention-weighted mean read-out of the slide by
@@ -205,24 +277,35 @@ def tile_readout(
         Gaussian sigma in tiles.
     attention_power
         Sharpness of the attention gate; 0 turns it off.
+    share
+        The share of the slide's pooled tissue a tile stands in for (1: the one-tile read-out).
+    slide
+        The slide's (K, D) cluster means and (K,) sizes, needed for ``share`` < 1.
     batch
         Tiles per call to the head.
     """
     n = len(features)
     indexed = _indexed(predictor)
     k = int(getattr(predictor, "n_clusters", 0) or labels.max() + 1)
-    out = np.empty((n, weights.shape[1]), dtype=np.float64)  # (N, M)
+    out = None
+    if share < 1.0 and slide is not None:
+        out = tile_secants(predictor, features, labels, slide, weights, share=share, batch=batch)
+    one_tile = out is None
+    if one_tile:
+        out = np.empty((n, weights.shape[1]), dtype=np.float64)  # (N, M)
     logits: list[np.ndarray] | None = [] if attention_power > 0 else None
-    for start in range(0, n, batch):
-        stop = min(start + batch, n)
-        c, s = tile_conditions(
-            features[start:stop], labels[start:stop], k, n, indexed=indexed
-        )  # (b, K', D), (b, K')
-        out[start:stop] = head_log2(predictor, c, s) @ weights  # (b, M)
-        if logits is not None:
-            slots = labels[start:stop] if indexed else np.zeros(stop - start, dtype=np.int64)
-            lg = tile_attention_logits(predictor, c, s, slots)  # (b, P) or None
-            logits = None if lg is None else logits + [lg]
+    if one_tile or logits is not None:
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            c, s = tile_conditions(
+                features[start:stop], labels[start:stop], k, n, indexed=indexed
+            )  # (b, K', D), (b, K')
+            if one_tile:
+                out[start:stop] = head_log2(predictor, c, s) @ weights  # (b, M)
+            if logits is not None:
+                slots = labels[start:stop] if indexed else np.zeros(stop - start, dtype=np.int64)
+                lg = tile_attention_logits(predictor, c, s, slots)  # (b, P) or None
+                logits = None if lg is None else logits + [lg]
     if logits:
         rel, gate = attention_gate(np.concatenate(logits), attention_power)  # (N,), (N,)
         level = (rel @ out) / rel.sum()  # (M,) the attention-weighted slide level

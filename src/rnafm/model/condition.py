@@ -168,10 +168,12 @@ class GatedAttentionPool(nn.Module):
         a = self.logits(z)  # (B, K, P)
         return torch.softmax(a + bias[..., None].to(a.dtype), dim=1)  # (B, K, P)
 
+    def pooled_heads(self, z: Tensor, bias: Tensor) -> Tensor:
+        """Each head's attention-weighted token mean (B, P, H), before the output projection."""
+        return torch.einsum("bkp,bkh->bph", self.weights(z, bias), z)  # (B, P, H)
+
     def forward(self, z: Tensor, bias: Tensor) -> Tensor:
-        w = self.weights(z, bias)  # (B, K, P)
-        pooled = torch.einsum("bkp,bkh->bph", w, z)  # (B, P, H)
-        return self.out(pooled.flatten(1))  # (B, H)
+        return self.out(self.pooled_heads(z, bias).flatten(1))  # (B, H)
 
 
 class ImageEncoder(nn.Module):
@@ -226,9 +228,17 @@ class ImageEncoder(nn.Module):
         for layer in self.layers:
             z = layer(z, bias)  # (B, K, H)
         z = self.norm(z)  # (B, K, H)
+        return self.embed_pooled(self.pool_tokens(z, bias)), z, bias
+
+    def pool_tokens(self, tokens: Tensor, bias: Tensor) -> Tensor:
+        """The pooled tokens (B, P, H) of tokens (B, K, H): one row per gated-attention head, or
+        one row (the mean over valid clusters, or size-weighted) without attention pooling."""
         if self.pool is not None:
-            pooled = self.pool(z, bias)  # (B, H) gated attention
-        else:
-            w = torch.softmax(bias, dim=1)  # (B, K) mean over valid clusters, or size-weighted
-            pooled = torch.einsum("bk,bkh->bh", w, z)  # (B, H)
-        return self.mlp(self.dropout(pooled)), z, bias
+            return self.pool.pooled_heads(tokens, bias)  # (B, P, H)
+        w = torch.softmax(bias, dim=1)  # (B, K)
+        return torch.einsum("bk,bkh->bh", w, tokens)[:, None, :]  # (B, 1, H)
+
+    def embed_pooled(self, pooled: Tensor) -> Tensor:
+        """The slide vector (B, H) from pooled tokens (B, P, H) (:meth:`pool_tokens`)."""
+        vec = self.pool.out(pooled.flatten(1)) if self.pool is not None else pooled[:, 0]
+        return self.mlp(self.dropout(vec))  # (B, H)
