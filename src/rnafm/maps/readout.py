@@ -2,8 +2,10 @@
 
 A trained run's image path (cluster tokens, gated-attention pooling, slide head) is an
 attention-MIL regressor of a slide's expression; it is the part of the run that maps image
-features to expression without sampling. The read-out asks it about each tile alone: a slide
-made of that one tile (one cluster holding all the slide's tiles). Its answers are smoothed over
+features to expression without sampling. The read-out asks it about each tile: by default how
+the slide's prediction changes when a share of its pooled tissue is made like the tile
+(:func:`tile_secants`), or (share 1) about a slide made of that one tile (one cluster holding
+all the slide's tiles). Its answers are smoothed over
 the neighbouring tiles (a Gaussian of ``smooth`` tiles), which averages the noise of single tiles
 without the border blur of a wide window.
 
