@@ -34,11 +34,11 @@ class MapConfig(BaseModel):
     pulled towards the slide level where the run's attention pools it less than an average tile
     (``attention_power``), smoothed over ``smooth`` tiles, plus the difference between the run's
     full prediction and the head's for the whole slide (``anchor`` slide) or for the window of
-    ``radius`` tiles around it (``anchor`` windows, interpolated). The std comes from the run's draws for at most
-    ``anchors`` windows of ``radius`` tiles on a lattice, interpolated. ``local``: the run's full
-    prediction for a window of ``radius`` tiles (its tiles' own cluster means and counts) at
-    every lattice point (at most ``max_conditions``). Runs without a slide head map with
-    ``local``.
+    ``radius`` tiles around it (``anchor`` windows, interpolated). The std comes from the run's
+    draws for at most ``anchors`` windows of ``radius`` tiles on a lattice, interpolated.
+    ``local``: the run's full prediction for a window of ``radius`` tiles (its tiles' own cluster
+    means and counts) at every lattice point (at most ``max_conditions``). Runs without a slide
+    head map with ``local``.
     """
 
     model_config = ConfigDict(extra="forbid")
