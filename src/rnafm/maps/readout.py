@@ -70,6 +70,23 @@ def head_log2(predictor, clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.asarray(z, dtype=np.float64) * norm.std + norm.mean  # (n, G)
 
 
+def _tile_tokens(predictor, image, clusters: np.ndarray, sizes: np.ndarray, slots: np.ndarray):
+    """Each one-tile condition's token in its slot, a tensor (b, H) on the run's device.
+
+    ``clusters``, ``sizes`` are :func:`tile_conditions` (b, K', D), (b, K'); call under
+    ``torch.no_grad()``.
+    """
+    import torch
+
+    device = getattr(predictor, "device", torch.device("cpu"))
+    dtype = next(image.parameters()).dtype
+    c = torch.as_tensor(np.asarray(clusters), device=device, dtype=dtype)  # (b, K', D)
+    s = torch.as_tensor(np.asarray(sizes), device=device, dtype=dtype)  # (b, K')
+    _, tokens, _ = image(c, s)  # (b, K', H)
+    rows = torch.arange(len(slots), device=device)
+    return tokens[rows, torch.as_tensor(slots, device=device)]  # (b, H)
+
+
 def tile_attention_logits(
     predictor, clusters: np.ndarray, sizes: np.ndarray, slots: np.ndarray
 ) -> np.ndarray | None:
@@ -85,16 +102,10 @@ def tile_attention_logits(
         return None
     import torch
 
-    device = getattr(predictor, "device", torch.device("cpu"))
-    dtype = next(image.parameters()).dtype
     with torch.no_grad():
-        c = torch.as_tensor(clusters, device=device, dtype=dtype)  # (b, K', D)
-        s = torch.as_tensor(sizes, device=device, dtype=dtype)  # (b, K')
-        _, tokens, _ = image(c, s)  # (b, K', H)
-        logits = pool.logits(tokens)  # (b, K', P)
-        rows = torch.arange(len(slots), device=device)
-        picked = logits[rows, torch.as_tensor(slots, device=device)]  # (b, P)
-    return picked.float().cpu().numpy().astype(np.float64)
+        tile = _tile_tokens(predictor, image, clusters, sizes, slots)  # (b, H)
+        logits = pool.logits(tile[:, None, :])[:, 0]  # (b, P)
+    return logits.float().cpu().numpy().astype(np.float64)
 
 
 def attention_gate(logits: np.ndarray, power: float) -> tuple[np.ndarray, np.ndarray]:
@@ -209,9 +220,8 @@ def tile_secants(
         for start in range(0, n, batch):
             stop = min(start + batch, n)
             c, s = tile_conditions(features[start:stop], labels[start:stop], k, n, indexed=indexed)
-            _, own, _ = image(tensor(c), tensor(s))  # (b, K', H)
             slots = labels[start:stop] if indexed else np.zeros(stop - start, dtype=np.int64)
-            tile = own[torch.arange(stop - start, device=device), torch.as_tensor(slots)]  # (b, H)
+            tile = _tile_tokens(predictor, image, c, s, slots)  # (b, H)
             moved = pooled + share * (tile[:, None, :] - pooled)  # (b, P, H)
             out[start:stop] = base + (head(moved) - base) / share
     return out
