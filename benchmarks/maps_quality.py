@@ -10,10 +10,12 @@ bulk expression only (no tile truth), then the test slides are mapped.
 For each programme it prints the mean over test slides of the per-slide Spearman correlation
 between the map (the programme's pathway score) and the tile truth, for
 
-- ``rnafm``: rnafm maps with the default settings (the slide head's per-tile read-out anchored
-  to the run's full prediction on a few windows);
-- ``local`` (with ``--local``): the earlier method, the run's full prediction for a window of
-  ``radius`` tiles at every lattice point;
+- ``rnafm``: rnafm maps with the default settings (the run's tile head on every tile, anchored
+  to the run's full prediction for the slide; ``--maps`` changes them);
+- ``readout``: the slide head's per-tile read-out (``method="readout"``), unless ``rnafm``
+  already is;
+- ``local`` (with ``--local``): the run's full prediction for a window of ``radius`` tiles at
+  every lattice point;
 - ``cluster``: naive baseline, every tile gets the run's prediction for its own cluster alone;
 - ``tile_ridge``: naive baseline, ridge from mean-pooled features to bulk log2 expression fitted
   on the training slides, applied to each tile's own feature vector.
@@ -123,10 +125,12 @@ def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes, *,
 
     cols = resolve_columns(predictor.tokens, predictor.genes, pathways=list(programmes),
                            symbols=[], source="benchmark")  # fmt: skip
-    base = map_config.model_copy(update={"method": MapMethod.CLUSTER})
-    window = map_config.model_copy(update={"method": MapMethod.LOCAL})
-    methods = ("rnafm", "local", "cluster", "tile_ridge") if local else ("rnafm", "cluster",
-                                                                        "tile_ridge")  # fmt: skip
+    others = {"cluster": map_config.model_copy(update={"method": MapMethod.CLUSTER})}
+    if map_config.method is not MapMethod.READOUT:
+        others["readout"] = map_config.model_copy(update={"method": MapMethod.READOUT})
+    if local:
+        others["local"] = map_config.model_copy(update={"method": MapMethod.LOCAL})
+    methods = ("rnafm", *others, "tile_ridge")
     out = {m: {p: [] for p in programmes} for m in methods}
     seconds, cpu, tiles = [], [], []
     for sid in test_ids:
@@ -139,17 +143,15 @@ def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes, *,
         tiles.append(len(ours.coords))
         if not np.array_equal(ours.coords, truth.coords):
             raise SystemExit(f"{sid}: map coords differ from the truth coords")
-        naive = map_slide(predictor, path, cols, base)
-        windows = map_slide(predictor, path, cols, window) if local else None
+        maps = {name: map_slide(predictor, path, cols, cfg) for name, cfg in others.items()}
         feats = read_features(path).features
         ridge_scores = cols.apply(ridge.predict(feats))  # (N, M)
         log.warning("%s: %d tiles mapped in %.1f s", sid, len(ours.coords), seconds[-1])
         for j, prog in enumerate(programmes):
             t = truth.column(prog)
             out["rnafm"][prog].append(spearman(ours.scores[:, j], t))
-            out["cluster"][prog].append(spearman(naive.scores[:, j], t))
-            if windows is not None:
-                out["local"][prog].append(spearman(windows.scores[:, j], t))
+            for name, smap in maps.items():
+                out[name][prog].append(spearman(smap.scores[:, j], t))
             out["tile_ridge"][prog].append(spearman(ridge_scores[:, j], t))
     summary = {
         m: {p: float(np.nanmean(v)) if np.isfinite(v).any() else None for p, v in per.items()}

@@ -17,6 +17,7 @@ import pytest
 
 from rnafm.features.clusters import ClusterConfig
 from rnafm.features.io import write_features
+from rnafm.model.tile_head import TileHead
 from rnafm.pathways.tokens import PathwayTokens
 from rnafm.predict.predictor import PredictionArrays
 
@@ -34,16 +35,41 @@ def planted_tokens() -> PathwayTokens:
     )
 
 
+class PlantedTileHead(TileHead):
+    """A tile head whose tile profile is base + shrink * gain * clip(feature 0, 0, 1), equal
+    weights; its slide mixture is the real :meth:`TileHead.slide_log2`."""
+
+    def __init__(self, dim: int, base: np.ndarray, gain: np.ndarray, shrink: float) -> None:
+        super().__init__(dim, len(base), hidden=1, dropout=0.0)
+        import torch
+
+        self.register_buffer("base", torch.as_tensor(base, dtype=torch.float32))
+        self.register_buffer("gain", torch.as_tensor(shrink * gain, dtype=torch.float32))
+
+    def forward(self, x, genes=None):
+        hot = x[..., :1].clamp(0.0, 1.0)  # (..., 1)
+        h = self.base + hot * self.gain  # (..., G)
+        return (h if genes is None else h[..., genes]), x[..., 0] * 0.0
+
+
 class FakePredictor:
     """Predicts gene g = base_g + gain_g * (share of tiles in clusters with feature 0 > 0.5).
 
     Its slide head (``slide_head_log2``, the hook the read-out method uses) sees the same share,
     with the gain times ``head_shrink`` (below 1: a head that is one component of a run's
-    prediction).
+    prediction). Its tile head (:class:`PlantedTileHead`, unless ``tile_head`` is False) gives
+    hot tiles the gain times ``tile_shrink``.
     """
 
     def __init__(
-        self, *, k: int = 4, dim: int = 5, noise: float = 0.05, head_shrink: float = 1.0
+        self,
+        *,
+        k: int = 4,
+        dim: int = 5,
+        noise: float = 0.05,
+        head_shrink: float = 1.0,
+        tile_head: bool = True,
+        tile_shrink: float = 1.0,
     ) -> None:
         self.tokens = planted_tokens()
         self.genes = list(GENES)
@@ -55,6 +81,9 @@ class FakePredictor:
         self.calls = 0
         self.head_calls = 0
         self.head_shrink = head_shrink
+        self.tile_head = (
+            PlantedTileHead(dim, self.base, self.gain, tile_shrink).eval() if tile_head else None
+        )
         self.run_dir = Path("fake-run")
 
     def __repr__(self) -> str:

@@ -25,7 +25,7 @@ def _smooth_truth(slide, radius: float) -> np.ndarray:
     return (near * slide.hot[None]).sum(1) / near.sum(1)
 
 
-@pytest.mark.parametrize("method", [MapMethod.READOUT, MapMethod.LOCAL])
+@pytest.mark.parametrize("method", [MapMethod.TILES, MapMethod.READOUT, MapMethod.LOCAL])
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_planted_block_is_found_top_left(quadrant, predictor, stride, method):
     cols = _columns(predictor)
@@ -44,7 +44,7 @@ def test_planted_block_is_found_top_left(quadrant, predictor, stride, method):
     assert smap.scores[:, 2].max() > 6.0
 
 
-@pytest.mark.parametrize("method", [MapMethod.READOUT, MapMethod.LOCAL])
+@pytest.mark.parametrize("method", [MapMethod.TILES, MapMethod.READOUT, MapMethod.LOCAL])
 @pytest.mark.parametrize("stride, offset", [(1, 4), (1, 9), (1, 13), (2, 4), (2, 10)])
 def test_stripe_peak_is_on_its_column_not_one_patch_off(tmp_path, planted, predictor, stride,
                                                         offset, method):  # fmt: skip
@@ -75,13 +75,20 @@ def test_std_is_higher_on_the_boundary_than_inside(quadrant, predictor, method):
     assert np.all(smap.std >= 0)
 
 
-def test_bulk_is_the_slide_prediction_and_maps_share_its_scale(quadrant, predictor):
-    smap = map_slide(predictor, quadrant.path, _columns(predictor), MapConfig(radius=3.0))
+@pytest.mark.parametrize("method", [MapMethod.TILES, MapMethod.READOUT])
+def test_bulk_is_the_slide_prediction_and_maps_share_its_scale(quadrant, predictor, method):
+    smap = map_slide(predictor, quadrant.path, _columns(predictor),
+                     MapConfig(method=method, radius=3.0))  # fmt: skip
     share = quadrant.hot.mean()
     want = np.mean(predictor.base[:3] + share * predictor.gain[:3])
     assert smap.bulk[0] == pytest.approx(want, abs=0.05)
-    # the mean of the map is the bulk value for a model linear in the composition
-    assert smap.scores[:, 0].mean() == pytest.approx(smap.bulk[0], abs=0.25)
+    s = smap.scores[:, 0]
+    if method is MapMethod.READOUT:
+        # the mean of the map is the bulk value for a model linear in the composition
+        assert s.mean() == pytest.approx(smap.bulk[0], abs=0.25)
+    else:  # tiles: hot and cold tissue keep their own log2 levels, the bulk lies between
+        assert s[quadrant.hot].mean() > smap.bulk[0] > s[~quadrant.hot].mean()
+        assert s[quadrant.hot].mean() - s[~quadrant.hot].mean() > 1.0
 
 
 def test_cluster_method_colours_each_tile_by_its_cluster(quadrant, predictor):
@@ -98,11 +105,12 @@ def test_many_windows_grow_the_stride(tmp_path, planted, predictor):
     smap = map_slide(predictor, slide.path, _columns(predictor), cfg)
     assert smap.attrs["n_conditions"] <= 40 and smap.attrs["lattice_stride"] > 1
     assert np.corrcoef(smap.scores[:, 0], slide.hot)[0, 1] > 0.8
-    # the read-out runs the full model on at most `anchors` windows
-    cfg = MapConfig(radius=3.0, stride=1, anchors=12)
-    smap = map_slide(predictor, slide.path, _columns(predictor), cfg)
-    assert smap.attrs["n_conditions"] <= 12 and smap.attrs["method"] == "readout"
-    assert np.corrcoef(smap.scores[:, 0], slide.hot)[0, 1] > 0.9
+    # the tiles (default) and readout methods run the full model on at most `anchors` windows
+    for method in (MapMethod.TILES, MapMethod.READOUT):
+        cfg = MapConfig(method=method, radius=3.0, stride=1, anchors=12)
+        smap = map_slide(predictor, slide.path, _columns(predictor), cfg)
+        assert smap.attrs["n_conditions"] <= 12 and smap.attrs["method"] == method.value
+        assert np.corrcoef(smap.scores[:, 0], slide.hot)[0, 1] > 0.9
 
 
 def test_run_warnings_once_per_slide_and_no_calibration_noise(quadrant, make_predictor, caplog):
@@ -133,7 +141,7 @@ def test_readout_resolves_a_stripe_finer_than_its_anchor_windows(tmp_path, plant
     """The detail comes from the per-tile read-out: with four anchor windows for the whole
     slide (stride about 9 tiles), a one-tile stripe still peaks on its own column."""
     slide = planted(tmp_path, "FINE", lambda x, y: x == 7, rows=12, cols=18)
-    cfg = MapConfig(radius=3.0, stride=1, anchors=4, smooth=0.5)
+    cfg = MapConfig(method=MapMethod.READOUT, radius=3.0, stride=1, anchors=4, smooth=0.5)
     smap = map_slide(predictor, slide.path, _columns(predictor), cfg)
     assert smap.attrs["n_conditions"] <= 4 and smap.attrs["lattice_stride"] >= 6
     x = slide.grid[:, 0]
@@ -153,21 +161,45 @@ def test_readout_is_anchored_to_the_full_prediction(quadrant, make_predictor):
     far_hot = (quadrant.grid[:, 0] <= 2) & (quadrant.grid[:, 1] <= 8)
     far_cold = quadrant.grid[:, 0] >= 12
     base, gain = weak.base[:3].mean(), weak.gain[:3].mean()
-    smap = map_slide(weak, quadrant.path, cols, MapConfig(smooth=1.0))
+    readout = MapConfig(method=MapMethod.READOUT, smooth=1.0)
+    smap = map_slide(weak, quadrant.path, cols, readout)
     s = smap.scores[:, 0]
     assert s.mean() == pytest.approx(smap.bulk[0], abs=0.02)
     assert s[far_hot].mean() - s[far_cold].mean() == pytest.approx(0.3 * gain, abs=0.1)
-    cfg = MapConfig(radius=2.0, anchors=400, anchor=MapAnchor.WINDOWS)
+    cfg = readout.model_copy(update={"radius": 2.0, "anchors": 400, "anchor": MapAnchor.WINDOWS})
     s = map_slide(weak, quadrant.path, cols, cfg).scores[:, 0]
     assert s[far_cold].mean() == pytest.approx(base, abs=0.1)
     assert s[far_hot].mean() == pytest.approx(base + gain, abs=0.15)
+
+
+def test_tiles_are_anchored_so_the_maps_mixture_is_the_bulk(quadrant, make_predictor):
+    """Unsmoothed, the tile map of a gene mixed over the slide's tiles (equal weights, as the
+    planted head gives) is the run's bulk prediction for it, while the contrast between hot and
+    cold tissue is the tile head's own (here a third of the run's gain)."""
+    weak = make_predictor(tile_shrink=0.3)
+    cols = _columns(weak)
+    smap = map_slide(weak, quadrant.path, cols, MapConfig(smooth=0.0))
+    assert smap.attrs["method"] == "tiles"
+    gene = smap.scores[:, 2].astype(np.float64)  # HOT2 on log2
+    assert np.log2(np.mean(np.exp2(gene))) == pytest.approx(float(smap.bulk[2]), abs=0.02)
+    hot = gene[quadrant.hot].mean() - gene[~quadrant.hot].mean()
+    assert hot == pytest.approx(0.3 * weak.gain[1], abs=0.05)
+    assert weak.head_calls == 0  # the slide head is not asked
+
+
+def test_tiles_without_a_tile_head_map_with_the_readout(quadrant, make_predictor):
+    pred = make_predictor(tile_head=False)
+    smap = map_slide(pred, quadrant.path, _columns(pred), MapConfig(smooth=1.0))
+    assert smap.attrs["method"] == "readout" and pred.head_calls > 0
+    s = smap.scores[:, 0]
+    assert s[quadrant.hot].mean() > s[~quadrant.hot].mean() + 1.0
 
 
 def test_readout_without_a_slide_head_maps_with_local_windows(quadrant, make_predictor):
     class NoHead(make_predictor):
         slide_head_log2 = None
 
-    pred = NoHead()
+    pred = NoHead(tile_head=False)
     smap = map_slide(pred, quadrant.path, _columns(pred), MapConfig(radius=2.0))
     assert smap.attrs["method"] == "local"
     s = smap.scores[:, 0]

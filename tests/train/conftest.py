@@ -69,6 +69,8 @@ TINY = {
     "calibration.draws": 4,
     "prior.folds": 3,
     "prior.ranks": [2],
+    "tile_head.tile_epochs": 3,
+    "tile_head.tile_hidden": 8,
     "device": "cpu",
 }
 

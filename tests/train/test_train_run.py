@@ -41,6 +41,21 @@ def test_run_directory_has_everything(tiny_run):
     assert cal["level"] == 0.9 and cal["multiplier"] > 0 and 0 <= cal["blend"] <= 1
     split = json.loads((tiny_run / "split.json").read_text())
     assert not set(split["train_patients"]) & set(split["val_patients"])
+    # the tile head (the maps' per-tile expression): fitted, recorded, loaded
+    assert (tiny_run / "tile_head.safetensors").is_file()
+    record = json.loads((tiny_run / "val_metrics.json").read_text())["tile_head"]
+    assert record["epochs"] == 3 and np.isfinite(record["val_pcc"])
+    head = rnafm.load_model(tiny_run).tile_head
+    assert head is not None and head.expression.out_features == len(
+        json.loads((tiny_run / "genes.json").read_text())
+    )
+
+
+def test_a_run_without_a_tile_head_loads_without_one(train_tiny, tmp_path):
+    out = train_tiny(tmp_path / "run", **{"tile_head.fit_tile_head": False})
+    assert not (out / "tile_head.safetensors").exists()
+    assert "tile_head" not in json.loads((out / "val_metrics.json").read_text())
+    assert rnafm.load_model(out).tile_head is None
 
 
 def test_predict_anndata(tiny_run, tiny_cohort, tmp_path):

@@ -38,11 +38,13 @@ _DEFAULTS = MapConfig()
 )  # fmt: skip
 @click.option(
     "--method", type=click.Choice([m.value for m in MapMethod]), default=_DEFAULTS.method.value,
-    show_default=True, help="Local condition of a tile: its window (local) or its cluster alone.",
+    show_default=True,
+    help="How a tile is scored: tiles (the run's tile head, per-tile expression), readout (the "
+    "slide head read out per tile), local (the run on a window of tiles), cluster (baseline).",
 )  # fmt: skip
 @click.option(
     "--smooth", type=click.FloatRange(0, 16), default=_DEFAULTS.smooth, show_default=True,
-    help="readout: Gaussian sigma of the smoothing, in tiles.",
+    help="tiles, readout: Gaussian sigma of the smoothing, in tiles.",
 )  # fmt: skip
 @click.option(
     "--tile-share", type=click.FloatRange(0, 1, min_open=True), default=_DEFAULTS.tile_share,

@@ -31,6 +31,7 @@ from rnafm.maps.config import MapAnchor, MapConfig, MapMethod
 from rnafm.maps.grid import TileGrid, interpolate, make_lattice, tile_grid, window_members
 from rnafm.maps.names import MapColumns
 from rnafm.maps.readout import has_slide_head, head_log2, tile_readout
+from rnafm.maps.tiles import has_tile_head, tile_head_scores, tile_head_slide
 
 __all__ = [
     "SlideMap",
@@ -238,8 +239,10 @@ def _predict_windows(predictor, cond: Conditions, labels, features, clusters, co
     return mean, std
 
 
-def _window_head(predictor, cond: Conditions, labels, features, clusters, columns) -> np.ndarray:
-    """The slide head's read-out (C, M) of each window's condition (as the full run sees it)."""
+def _window_head(predictor, cond: Conditions, labels, features, clusters, columns,
+                 slide_fn=head_log2) -> np.ndarray:  # fmt: skip
+    """The read-out (C, M) of each window's condition (as the full run sees it) by
+    ``slide_fn(predictor, means, sizes)`` (log2, (b, G)): the slide head or the tile head."""
     c = cond.members.shape[0]
     n = len(labels)
     out = np.empty((c, len(columns)), dtype=np.float64)  # (C, M)
@@ -248,7 +251,7 @@ def _window_head(predictor, cond: Conditions, labels, features, clusters, column
         means, sizes = window_clusters(
             cond.members[start:stop], labels, features, clusters.means, n
         )  # (b, K, D), (b, K)
-        out[start:stop] = head_log2(predictor, means, sizes) @ columns.weights  # (b, M)
+        out[start:stop] = slide_fn(predictor, means, sizes) @ columns.weights  # (b, M)
     return out
 
 
@@ -299,10 +302,14 @@ def map_slide(
     grid = tile_grid(sf.coords, _step(sf.attrs))
     feats = np.asarray(sf.features, dtype=np.float32)  # (N, D)
     method = config.method
+    if method is MapMethod.TILES and not has_tile_head(predictor):
+        logger.info("%s: the run has no tile head; mapping with the readout method", path)
+        method = MapMethod.READOUT
     if method is MapMethod.READOUT and not has_slide_head(predictor):
         logger.info("%s: the run has no slide head; mapping with the local method", path)
         method = MapMethod.LOCAL
-    if method is MapMethod.READOUT:  # the full run on a coarse lattice only: the anchors
+    anchored = method in (MapMethod.TILES, MapMethod.READOUT)
+    if anchored:  # the full run on a coarse lattice only: the anchors
         window_config = config.model_copy(update={"max_conditions": config.anchors})
     else:
         window_config = config
@@ -312,7 +319,10 @@ def map_slide(
     )  # (C+1, M)
     n_cond = cond.members.shape[0]
     w = cond.weights[:, :, None]  # (N, 4, 1)
-    if method is MapMethod.READOUT:
+    if method is MapMethod.TILES:
+        read = tile_head_scores(predictor, feats, grid, columns.weights, smooth=config.smooth)
+        slide_fn = tile_head_slide
+    elif method is MapMethod.READOUT:
         read = tile_readout(
             predictor,
             feats,
@@ -324,11 +334,13 @@ def map_slide(
             share=config.tile_share,
             slide=(cl.means, cl.sizes),
         )  # (N, M)
+        slide_fn = head_log2
+    if anchored:
         if config.anchor is MapAnchor.WINDOWS:
-            head = _window_head(predictor, cond, labels, feats, cl, columns)  # (C, M)
+            head = _window_head(predictor, cond, labels, feats, cl, columns, slide_fn)  # (C, M)
             scores = read + ((mean[:n_cond] - head)[cond.rows] * w).sum(axis=1)  # (N, M)
         else:
-            head = head_log2(predictor, cl.means[None], cl.sizes[None]) @ columns.weights  # (1, M)
+            head = slide_fn(predictor, cl.means[None], cl.sizes[None]) @ columns.weights  # (1, M)
             scores = read + (mean[-1] - head[0])[None, :]  # (N, M)
     else:
         scores = (mean[cond.rows] * w).sum(axis=1)  # (N, M)

@@ -14,13 +14,14 @@ __all__ = ["MapAnchor", "MapMethod", "MapConfig"]
 class MapMethod(str, Enum):
     """How a tile's local condition is formed."""
 
-    READOUT = "readout"  # the slide head's read-out of each tile, anchored to the run (default)
+    TILES = "tiles"  # the tile head's expression of each tile, anchored to the run (default)
+    READOUT = "readout"  # the slide head's read-out of each tile, anchored to the run
     LOCAL = "local"  # the run's prediction for the disk of tiles around it
     CLUSTER = "cluster"  # its own cluster alone (a baseline: no spatial context)
 
 
 class MapAnchor(str, Enum):
-    """readout: how the slide head's read-out is put on the run's prediction."""
+    """tiles, readout: how the head's per-tile values are put on the run's prediction."""
 
     SLIDE = "slide"  # one shift per slide: the run's bulk prediction minus the head's (default)
     WINDOWS = "windows"  # per window: interpolated (run - head) of the anchor windows
@@ -29,7 +30,12 @@ class MapAnchor(str, Enum):
 class MapConfig(BaseModel):
     """How the maps of a trained run are computed (saved as attributes of every map file).
 
-    ``readout`` (the default): a tile's score is the run's slide head asked about the slide with
+    ``tiles`` (the default): a tile's score is the run's tile head (per-tile log2 expression,
+    :mod:`rnafm.model.tile_head`) on the tile, smoothed over ``smooth`` tiles, plus the
+    difference between the run's full prediction and the tile head's mixture for the whole
+    slide (``anchor`` slide) or per window (``anchor`` windows); the std as for ``readout``.
+    Runs without a tile head map with ``readout``.
+    ``readout``: a tile's score is the run's slide head asked about the slide with
     a ``tile_share`` of its pooled tissue made like that tile (per unit share; 1: that tile alone),
     pulled towards the slide level where the run's attention pools it less than an average tile
     (``attention_power``), smoothed over ``smooth`` tiles, plus the difference between the run's
@@ -43,9 +49,12 @@ class MapConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: MapMethod = Field(MapMethod.READOUT, description="How a tile is scored.")
+    method: MapMethod = Field(MapMethod.TILES, description="How a tile is scored.")
     smooth: float = Field(
-        2.5, ge=0.0, le=16.0, description="readout: Gaussian sigma, in tiles, of the smoothing."
+        2.5,
+        ge=0.0,
+        le=16.0,
+        description="tiles, readout: Gaussian sigma, in tiles, of the smoothing.",
     )
     tile_share: float = Field(
         0.4,
@@ -64,14 +73,15 @@ class MapConfig(BaseModel):
         "pooling listens to less than average carry less evidence); 0 (default) turns it off.",
     )
     anchor: MapAnchor = Field(
-        MapAnchor.SLIDE, description="readout: shift to the run's prediction per slide or window."
+        MapAnchor.SLIDE,
+        description="tiles, readout: shift to the run's prediction per slide or window.",
     )
     anchors: int = Field(
         32,
         ge=1,
         le=4096,
-        description="readout: most windows per slide predicted with the full run (their draws "
-        "give the std map).",
+        description="tiles, readout: most windows per slide predicted with the full run (their "
+        "draws give the std map).",
     )
     radius: float = Field(
         3.0, ge=0.0, le=64.0, description="Window radius in tiles (grid steps) around a tile."

@@ -43,6 +43,9 @@ class Predictor:
         The :class:`rnafm.training.TrainConfig` of the run.
     calibration
         Contents of ``calibration.json`` (level and interval multiplier).
+    tile_head
+        The run's :class:`rnafm.model.tile_head.TileHead` (per-tile expression for the maps),
+        or None when the run has none.
     """
 
     def __init__(self, run_dir: Path, *, device: str = "auto") -> None:
@@ -94,6 +97,16 @@ class Predictor:
                 f"{self.run_dir / WEIGHTS}: weights do not fit the model of config.json ({e})."
             ) from e
         self.model = model.to(self.device).eval().requires_grad_(False)
+        from rnafm.training.tile_head import load_tile_head
+
+        try:  # the maps' per-tile expression (CPU); None for runs without one
+            self.tile_head = load_tile_head(
+                self.run_dir, self.feature_dim, len(self.genes), self.config.tile_head
+            )
+        except RuntimeError as e:
+            raise IncompatibleRunError(
+                f"{self.run_dir}: tile_head.safetensors does not fit config.json ({e})."
+            ) from e
 
     def __repr__(self) -> str:
         return f"Predictor({self.run_dir}, genes={len(self.genes)}, tokens={len(self.tokens)})"

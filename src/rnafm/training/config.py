@@ -125,6 +125,32 @@ class ImagePathConfig(BaseModel):
     )
 
 
+class TileHeadConfig(BaseModel):
+    """The tile head (:mod:`rnafm.model.tile_head`): an additive model of the bulk as a
+    weighted mixture of per-tile expression, fitted on the cluster means after the flow; the
+    maps read it out tile by tile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fit_tile_head: bool = Field(True, description="Fit a tile head (the maps' default read-out).")
+    tile_hidden: int = Field(128, ge=1, le=65_536, description="Width of its hidden layer.")
+    tile_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after the hidden layer.")
+    tile_epochs: int = Field(
+        40, ge=1, description="Epochs (fixed: the maps sharpen after the slide PCC peaks)."
+    )
+    tile_lr: float = Field(2e-3, gt=0, description="AdamW learning rate.")
+    tile_weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    tile_batch_size: int = Field(8, ge=1, description="Slides per step.")
+    tile_genes: int | None = Field(
+        2048,
+        ge=1,
+        description="With more genes, each step fits a random subset of this many (None: all).",
+    )
+    tile_max_minutes: float | None = Field(
+        3.0, gt=0, description="Stop after the epoch that crosses this time (None: no limit)."
+    )
+
+
 class PriorConfig(BaseModel):
     """Optional ridge prior on mean-pooled cluster features."""
 
@@ -203,6 +229,7 @@ class TrainConfig(BaseModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     image: ImagePathConfig = Field(default_factory=ImagePathConfig)
+    tile_head: TileHeadConfig = Field(default_factory=TileHeadConfig)
     prior: PriorConfig = Field(default_factory=PriorConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
@@ -215,6 +242,7 @@ _SECTIONS = (
     "optim",
     "validation",
     "image",
+    "tile_head",
     "prior",
     "calibration",
 )

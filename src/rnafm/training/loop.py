@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnafm._io import write_json
+from rnafm._io import read_json, write_json
 from rnafm.errors import InputError, RnafmError
 from rnafm.runtime import autocast, resolve_device
 from rnafm.training import ddp
@@ -236,9 +236,36 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
             and config.prior.refit_with_validation
         ):
             _refit_prior(out, targets, train, y_tr, validator, config)
+        if config.tile_head.fit_tile_head:
+            _fit_tile_head(out, train, y_tr, validator, targets, config)
     finally:
         ddp.barrier(ctx)
     return cal
+
+
+def _fit_tile_head(out: Path, train, y_tr, validator, targets, config) -> None:
+    """Fit the tile head on the training clusters (validation picks its epoch); save it as
+    tile_head.safetensors and its record in val_metrics.json. Skipped when the run has one."""
+    from rnafm.training.tile_head import TILE_HEAD, fit_tile_head
+
+    if (out / TILE_HEAD).is_file():
+        return
+    val = None
+    if validator is not None:
+        val = (validator.val.clusters, validator.val.sizes, validator.y)
+    head, record = fit_tile_head(
+        train.clusters,
+        train.sizes,
+        y_tr,
+        std=targets.norm.std,
+        val=val,
+        config=config.tile_head,
+        seed=config.seed,
+    )
+    save_weights(head, out / TILE_HEAD)
+    metrics = read_json(out / VAL_METRICS) if (out / VAL_METRICS).is_file() else {}
+    write_json(out / VAL_METRICS, {**metrics, "tile_head": record})
+    logger.info("tile head: %s", record)
 
 
 def _targets_and_run_files(out: Path, train, val, y_tr, tokens, config: TrainConfig, ctx):
