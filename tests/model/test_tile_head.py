@@ -115,3 +115,12 @@ def test_fitting_on_gene_subsets_still_separates_the_tissues():
     with torch.no_grad():
         h, _ = head(torch.as_tensor(np.stack([tumour, stroma]), dtype=torch.float32))
     assert h[0, 0] - h[1, 0] > 2.0 and h[1, 1] - h[0, 1] > 2.0
+
+
+def test_divergence_is_a_clear_error():
+    from rnafm.errors import RnafmError
+
+    x, s, y, *_ = _planted(16, 4)
+    x[3, 0, 0] = np.inf
+    with pytest.raises(RnafmError, match="tile head diverged.*tile_head.tile_lr"):
+        fit_tile_head(x, s, y, std=y.std(0), val=None, config=TileHeadConfig(), seed=0)

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
-from rnafm.errors import RnafmError
 from rnafm.metrics import mean_pcc
+from rnafm.training.optim import regression_step
 
 __all__ = ["fit_image_path", "image_state"]
 
@@ -49,14 +49,7 @@ def _train_epoch(model, opt, clusters, sizes, z, gen, batch: int, epoch: int) ->
         idx = idx.to(clusters.device)  # (B,)
         est = model.predict_slide(model.encode_condition(clusters[idx], sizes[idx]))  # (B, G)
         loss = torch.mean((est.float() - z[idx]) ** 2)  # ()
-        if not torch.isfinite(loss):
-            raise RnafmError(
-                f"the image-path regression diverged (loss {float(loss)}) at epoch {epoch}; "
-                "lower image.head_lr or check the features for extreme values."
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        regression_step(opt, loss, "the image-path regression", epoch, "image.head_lr")
 
 
 def fit_image_path(

@@ -8,7 +8,7 @@ import torch
 
 from rnafm.training.config import Schedule, TrainConfig
 
-__all__ = ["make_optimizer", "lr_factor", "set_lr", "ema_update"]
+__all__ = ["make_optimizer", "lr_factor", "set_lr", "ema_update", "regression_step"]
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -61,3 +61,19 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
     d = min(decay, (1 + step) / (10 + step))
     for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
         pe.lerp_(pm.detach(), 1 - d)
+
+
+def regression_step(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int,
+                    lr_option: str) -> None:  # fmt: skip
+    """One optimiser step on ``loss``; a non-finite loss raises :class:`RnafmError` naming
+    ``what`` diverged at ``epoch`` and the ``lr_option`` to lower."""
+    from rnafm.errors import RnafmError
+
+    if not torch.isfinite(loss):
+        raise RnafmError(
+            f"{what} diverged (loss {float(loss.detach())}) at epoch {epoch}; lower {lr_option} or "
+            "check the features for extreme values."
+        )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rnafm.errors import RnafmError
 from rnafm.metrics import mean_pcc
+from rnafm.training.optim import regression_step
 
 __all__ = ["TILE_HEAD", "fit_tile_head", "build_tile_head", "load_tile_head"]
 
@@ -129,14 +129,7 @@ def fit_tile_head(
             est = head.slide_log2(x[idx], s[idx], g)  # (B, G) or (B, g)
             err = est - (y[idx] if g is None else y[idx][:, g])  # (B, G) or (B, g)
             loss = torch.mean((err * (scale if g is None else scale[g])) ** 2)  # ()
-            if not torch.isfinite(loss):
-                raise RnafmError(
-                    f"the tile head diverged (loss {float(loss)}) at epoch {epoch}; lower "
-                    "tile_head.tile_lr or check the features for extreme values."
-                )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            regression_step(opt, loss, "the tile head", epoch, "tile_head.tile_lr")
         if deadline is not None and time.monotonic() >= deadline and epoch < config.tile_epochs:
             logger.info("tile head: time budget reached after epoch %d", epoch)
             late = True
