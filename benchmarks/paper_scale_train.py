@@ -19,7 +19,8 @@ measures:
   the cache), ``tokens`` (gene sets and the split), ``prior`` (normalisation and the cross-fitted ridge prior), ``image_path``
   (the attention-MIL regression), ``flow_loop`` (flow epochs and validations, from
   ``history.jsonl``), ``calibration`` (selection, draws, spread, conformal multiplier),
-  ``prior_refit`` (ridge on training + validation slides) and ``exit``;
+  ``prior_refit`` (ridge on training + validation slides), ``tile_head`` (the maps' tile head)
+  and ``exit``;
 - ``load_1m``: the machine's 1-minute load average sampled during the run (min, mean, max), since
   the 2 cores may be shared.
 
@@ -62,6 +63,7 @@ _MARKS = (
     ("image_path", re.compile(r"image path trained")),
     ("calibration", re.compile(r"trained \d+ steps in")),
     ("prior_refit", re.compile(r"ridge prior refitted")),
+    ("tile_head", re.compile(r"tile head: \{")),
 )
 _STARTED = re.compile(r"expression scale detected|loaded \d+ slides")
 
@@ -252,9 +254,10 @@ def stage_times(res: dict, run: Path) -> dict:
         out["flow_loop"] = loop_s
         out["calibration"] = marks["calibration"] - prev - loop_s
         prev = marks["calibration"]
-    if "prior_refit" in marks:
-        out["prior_refit"] = marks["prior_refit"] - prev
-        prev = marks["prior_refit"]
+    for name in ("prior_refit", "tile_head"):
+        if name in marks:
+            out[name] = marks[name] - prev
+            prev = marks[name]
     out["exit"] = end - prev
     rounded = {k: (None if v is None else round(float(v), 1)) for k, v in out.items()}
     rounded["flow_epochs"] = epochs

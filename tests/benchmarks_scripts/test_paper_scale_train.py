@@ -61,6 +61,7 @@ def test_stage_times_split_the_run_at_its_log_lines(bench, tmp_path):
         (300.0, "INFO image path trained: {'epochs': 9}"),
         (520.0, "INFO trained 22 steps in 180 s; {...}"),
         (530.0, "INFO ridge prior refitted on 400 training + validation slides"),
+        (531.5, "INFO tile head: {'epochs': 40, 'val_pcc': 0.3}"),
     ]
     rows = [{"epoch": 1, "time_s": 90.0}, {"epoch": 2, "time_s": 180.0}]
     (tmp_path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -75,7 +76,8 @@ def test_stage_times_split_the_run_at_its_log_lines(bench, tmp_path):
         "flow_loop": 180.0,
         "calibration": 40.0,
         "prior_refit": 10.0,
-        "exit": 5.0,
+        "tile_head": 1.5,
+        "exit": 3.5,
         "flow_epochs": 2,
     }
     assert sum(v for k, v in stages.items() if k != "flow_epochs") == pytest.approx(435.0)

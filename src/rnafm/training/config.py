@@ -133,13 +133,13 @@ class TileHeadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fit_tile_head: bool = Field(True, description="Fit a tile head (the maps' default read-out).")
-    tile_hidden: int = Field(128, ge=1, le=65_536, description="Width of its hidden layer.")
-    tile_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after the hidden layer.")
+    tile_hidden: int = Field(256, ge=1, le=65_536, description="Width of its hidden layer.")
+    tile_dropout: float = Field(0.5, ge=0, lt=1, description="Dropout after the hidden layer.")
     tile_epochs: int = Field(
         40, ge=1, description="Epochs (fixed: the maps sharpen after the slide PCC peaks)."
     )
     tile_lr: float = Field(2e-3, gt=0, description="AdamW learning rate.")
-    tile_weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    tile_weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
     tile_batch_size: int = Field(8, ge=1, description="Slides per step.")
     tile_genes: int | None = Field(
         2048,
