@@ -107,6 +107,19 @@ def test_rerun_skips_finished_slides_unless_settings_change(tmp_path, quadrant, 
     assert read_map(out / f"{quadrant.slide_id}.h5").names == [PATHWAY, "HALLMARK_FLAT"]
 
 
+def test_a_refitted_tile_head_recomputes_the_maps(tmp_path, quadrant, predictor):
+    predictor.run_dir = tmp_path / "run"
+    predictor.run_dir.mkdir()
+    (predictor.run_dir / "tile_head.safetensors").write_bytes(b"first head")
+    out = tmp_path / "maps"
+    make_maps(predictor, quadrant.path.parent, pathways=PATHWAY, out=out)
+    res = make_maps(predictor, quadrant.path.parent, pathways=PATHWAY, out=out)
+    assert res.skipped == [quadrant.slide_id]
+    (predictor.run_dir / "tile_head.safetensors").write_bytes(b"refitted head")
+    res = make_maps(predictor, quadrant.path.parent, pathways=PATHWAY, out=out)
+    assert res.skipped == []
+
+
 def test_unknown_names_list_close_matches(quadrant, predictor):
     with pytest.raises(InputError, match="HALLMARK_PLANTED"):
         make_maps(predictor, quadrant.path.parent, pathways="HALLMARK_PLANTD")

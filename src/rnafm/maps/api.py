@@ -104,11 +104,15 @@ def check_tiling(
 
 def _run_identity(predictor) -> dict[str, Any]:
     from rnafm._io import file_digest
+    from rnafm.training.run import TILE_HEAD
 
     run = Path(getattr(predictor, "run_dir", ""))
     weights = run / "model.safetensors"
     digest = file_digest(weights, limit=1 << 22) if weights.is_file() else repr(predictor)
-    return {"run": str(run.resolve()) if str(run) else "", "weights": digest}
+    head = run / TILE_HEAD  # the tiles method's weights: a refitted head recomputes the maps
+    head_digest = file_digest(head, limit=1 << 22) if head.is_file() else None
+    return {"run": str(run.resolve()) if str(run) else "", "weights": digest,
+            "tile_head": head_digest}  # fmt: skip
 
 
 def _settings(predictor, columns: MapColumns, config: MapConfig, feature_file: Path) -> dict:

@@ -244,9 +244,10 @@ def fit(train, *, val, tokens, config: TrainConfig, out, time_limit_s: float | N
 
 
 def _fit_tile_head(out: Path, train, y_tr, validator, targets, config) -> None:
-    """Fit the tile head on the training clusters (validation picks its epoch); save it as
+    """Fit the tile head on the training clusters (its validation PCC is recorded); save it as
     tile_head.safetensors and its record in val_metrics.json. Skipped when the run has one."""
-    from rnafm.training.tile_head import TILE_HEAD, fit_tile_head
+    from rnafm.training.run import TILE_HEAD
+    from rnafm.training.tile_head import fit_tile_head
 
     if (out / TILE_HEAD).is_file():
         return

@@ -12,6 +12,8 @@ A run directory holds everything ``predict`` needs on another machine::
     val_metrics.json     metrics of the selected model on the validation split
     calibration.json     interval calibration (level, multiplier, raw and calibrated coverage)
     checkpoint.pt        last training state (model, EMA, optimiser, step, RNG) for resuming
+    spread.npz           per-gene scale, flow shape and novelty of the interval (optional)
+    tile_head.safetensors  the tile head the maps read (optional; rnafm.model.tile_head)
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ HISTORY = "history.jsonl"
 VAL_METRICS = "val_metrics.json"
 CALIBRATION = "calibration.json"
 SPREAD = "spread.npz"  # per-gene scale, flow shape and novelty of the interval (optional)
+TILE_HEAD = "tile_head.safetensors"  # the maps' per-tile expression model (optional)
 CHECKPOINT = "checkpoint.pt"
 REQUIRED = (CONFIG, WEIGHTS, GENES, TOKENS, NORMALISATION, CALIBRATION)
 

@@ -21,12 +21,11 @@ import torch
 
 from rnafm.metrics import mean_pcc
 from rnafm.training.optim import regression_step
+from rnafm.training.run import TILE_HEAD
 
-__all__ = ["TILE_HEAD", "fit_tile_head", "build_tile_head", "load_tile_head"]
+__all__ = ["fit_tile_head", "build_tile_head", "load_tile_head"]
 
 logger = logging.getLogger(__name__)
-
-TILE_HEAD = "tile_head.safetensors"
 
 
 def build_tile_head(feature_dim: int, n_genes: int, config) -> torch.nn.Module:
