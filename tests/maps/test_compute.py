@@ -173,18 +173,36 @@ def test_readout_is_anchored_to_the_full_prediction(quadrant, make_predictor):
 
 
 def test_tiles_are_anchored_so_the_maps_mixture_is_the_bulk(quadrant, make_predictor):
-    """Unsmoothed, the tile map of a gene mixed over the slide's tiles (equal weights, as the
-    planted head gives) is the run's bulk prediction for it, while the contrast between hot and
-    cold tissue is the tile head's own (here a third of the run's gain)."""
+    """The map of every column (pathway or gene) mixed over the slide's tiles (equal weights,
+    as the planted head gives) is the run's bulk prediction for it, smoothed or not, while the
+    contrast between hot and cold tissue is the tile head's own (a third of the run's gain)."""
     weak = make_predictor(tile_shrink=0.3)
     cols = _columns(weak)
+    for smooth in (0.0, 2.5):
+        smap = map_slide(weak, quadrant.path, cols, MapConfig(smooth=smooth))
+        assert smap.attrs["method"] == "tiles"
+        mixed = np.log2(np.mean(np.exp2(smap.scores.astype(np.float64)), axis=0))  # (M,)
+        np.testing.assert_allclose(mixed, smap.bulk, atol=1e-4)
+        assert smap.scores[:, 0].min() < smap.bulk[0] < smap.scores[:, 0].max()
     smap = map_slide(weak, quadrant.path, cols, MapConfig(smooth=0.0))
-    assert smap.attrs["method"] == "tiles"
     gene = smap.scores[:, 2].astype(np.float64)  # HOT2 on log2
-    assert np.log2(np.mean(np.exp2(gene))) == pytest.approx(float(smap.bulk[2]), abs=0.02)
     hot = gene[quadrant.hot].mean() - gene[~quadrant.hot].mean()
     assert hot == pytest.approx(0.3 * weak.gain[1], abs=0.05)
     assert weak.head_calls == 0  # the slide head is not asked
+
+
+def test_mixture_shift_against_a_weighted_mean():
+    from scipy.special import softmax
+
+    from rnafm.maps.tiles import mixture_shift
+
+    rng = np.random.default_rng(0)
+    scores, logits, bulk = rng.normal(5, 2, (7, 3)), rng.normal(0, 3, 7), rng.normal(5, 1, 3)
+    shift = mixture_shift(scores, logits, bulk)
+    w = softmax(logits)
+    np.testing.assert_allclose(np.log2(w @ np.exp2(scores + shift)), bulk, rtol=1e-10)
+    # huge scores do not overflow
+    np.testing.assert_allclose(mixture_shift(scores + 2000.0, logits, bulk), shift - 2000.0)
 
 
 def test_tiles_without_a_tile_head_map_with_the_readout(quadrant, make_predictor):

@@ -31,7 +31,7 @@ from rnafm.maps.config import MapAnchor, MapConfig, MapMethod
 from rnafm.maps.grid import TileGrid, interpolate, make_lattice, tile_grid, window_members
 from rnafm.maps.names import MapColumns
 from rnafm.maps.readout import has_slide_head, head_log2, tile_readout
-from rnafm.maps.tiles import has_tile_head, tile_head_scores, tile_head_slide
+from rnafm.maps.tiles import has_tile_head, mixture_shift, tile_head_scores, tile_head_slide
 
 __all__ = [
     "SlideMap",
@@ -320,7 +320,9 @@ def map_slide(
     n_cond = cond.members.shape[0]
     w = cond.weights[:, :, None]  # (N, 4, 1)
     if method is MapMethod.TILES:
-        read = tile_head_scores(predictor, feats, grid, columns.weights, smooth=config.smooth)
+        read, tile_logits = tile_head_scores(
+            predictor, feats, grid, columns.weights, smooth=config.smooth
+        )  # (N, M), (N,)
         slide_fn = tile_head_slide
     elif method is MapMethod.READOUT:
         read = tile_readout(
@@ -339,6 +341,8 @@ def map_slide(
         if config.anchor is MapAnchor.WINDOWS:
             head = _window_head(predictor, cond, labels, feats, cl, columns, slide_fn)  # (C, M)
             scores = read + ((mean[:n_cond] - head)[cond.rows] * w).sum(axis=1)  # (N, M)
+        elif method is MapMethod.TILES:  # the map's tiles mix back to the run's bulk
+            scores = read + mixture_shift(read, tile_logits, mean[-1])[None, :]  # (N, M)
         else:
             head = slide_fn(predictor, cl.means[None], cl.sizes[None]) @ columns.weights  # (1, M)
             scores = read + (mean[-1] - head[0])[None, :]  # (N, M)
