@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class Predictor:
         Contents of ``calibration.json`` (level and interval multiplier).
     tile_head
         The run's :class:`rnafm.model.tile_head.TileHead` (per-tile expression for the maps),
-        or None when the run has none.
+        or None when the run has none; read on first use (prediction does not need it).
     """
 
     def __init__(self, run_dir: Path, *, device: str = "auto") -> None:
@@ -97,10 +98,15 @@ class Predictor:
                 f"{self.run_dir / WEIGHTS}: weights do not fit the model of config.json ({e})."
             ) from e
         self.model = model.to(self.device).eval().requires_grad_(False)
+
+    @functools.cached_property
+    def tile_head(self):
+        """The maps' per-tile expression model (CPU), read on first use; None for runs
+        without one."""
         from rnafm.training.tile_head import load_tile_head
 
-        try:  # the maps' per-tile expression (CPU); None for runs without one
-            self.tile_head = load_tile_head(
+        try:
+            return load_tile_head(
                 self.run_dir, self.feature_dim, len(self.genes), self.config.tile_head
             )
         except RuntimeError as e:
