@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.spatial.distance import mahalanobis
 
-from rnafm.training.targets import Difficulty, Novelty, OutputTransform, Spread
+from rnafm.training.targets import Difficulty, LevelTrend, Novelty, OutputTransform, Spread
 
 
 def _transform(g: int) -> OutputTransform:
@@ -129,6 +129,128 @@ def test_spread_round_trips_with_its_slide_terms(tmp_path):
     new = rng.normal(size=(3, 4))
     np.testing.assert_allclose(back.slide_factor(new), spread.slide_factor(new))
     assert (back.power, back.novelty_power, back.difficulty_power) == (0.5, 1.0, 1.0)
+
+
+def _poisson_errors(rng, n=400, g=60):
+    """log2 counts of Poisson genes at per-gene depths, their true log2 level (n, G) and the
+    per-gene mean: the error of a value predicted at its true level is counting noise."""
+    depth = np.exp(rng.uniform(np.log(3), np.log(300), g))  # (G,) from low to high expression
+    lam = depth * np.exp(rng.normal(0, 0.7, (n, g)))  # (n, G) slide-specific true level
+    y = np.log2(rng.poisson(lam) + 1.0)  # (n, G) observed
+    level = np.log2(lam + 1.0)  # (n, G) a perfect prediction
+    return y, level, level.mean(axis=0)
+
+
+def test_level_trend_finds_the_counting_noise_of_low_values():
+    """Poisson counts on the log scale are noisier where the rate is low, and more so for
+    lowly expressed genes: the fitted trend must widen values predicted below the gene's mean
+    (b1 < 0) and rank the errors better than a per-gene scale; on homoscedastic errors it must
+    stay near flat."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(11)
+    y, level, gene_mean = _poisson_errors(rng)
+    err = y - level  # (n, G)
+    scale = np.sqrt((err**2).mean(axis=0))  # (G,)
+    trend = LevelTrend.fit(level - gene_mean, gene_mean, (err / scale) ** 2)
+    assert trend.coef[0] < -0.3  # values predicted low are the noisy ones
+    f = trend.factor(level - gene_mean, gene_mean)  # (n, G)
+    flat = spearmanr(np.broadcast_to(scale, err.shape).ravel(), np.abs(err).ravel())[0]
+    shaped = spearmanr((scale * f).ravel(), np.abs(err).ravel())[0]
+    assert shaped > flat + 0.03
+    homo = rng.normal(size=err.shape)  # errors that do not depend on the level
+    flat_trend = LevelTrend.fit(level - gene_mean, gene_mean, homo**2)
+    assert np.abs(np.log(flat_trend.factor(level - gene_mean, gene_mean))).max() < 0.1
+
+
+def test_level_trend_widens_values_where_the_mean_components_disagree(tmp_path):
+    """Errors planted to grow with |head - (prior + flow)|: the fitted disagreement term must
+    be positive, rank the errors better than a per-gene scale, reach the draws through
+    to_log2 (head and prior + flow given separately) and survive a round trip."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(14)
+    n, g = 300, 40
+    dis = rng.normal(size=(n, g)) * rng.uniform(0.2, 1.0, g)  # (n, G) head minus prior + flow
+    err = rng.normal(size=(n, g)) * np.sqrt(0.3 + (dis / dis.std(0)) ** 2)  # (n, G)
+    scale = np.sqrt((err**2).mean(axis=0))
+    off, gm = rng.normal(0, 0.5, (n, g)), rng.normal(5, 2, g)
+    trend = LevelTrend.fit(off, gm, (err / scale) ** 2, dis)
+    assert trend.dis_ref is not None and trend.coef[3] > 0.5
+    f = trend.factor(off, gm, dis)
+    flat = spearmanr(np.broadcast_to(scale, err.shape).ravel(), np.abs(err).ravel())[0]
+    assert spearmanr((scale * f).ravel(), np.abs(err).ravel())[0] > flat + 0.1
+    with pytest.raises(ValueError, match="disagreement"):
+        trend.factor(off, gm)
+
+    t = _transform(g)
+    x = rng.normal(size=(5, 8, g))  # (n, S, G)
+    prior, head = rng.normal(size=(5, g)), rng.normal(size=(5, g))
+    spread = Spread(np.ones(g), np.ones(g), 0.0, trend=trend, trend_power=1.0)
+    out = t.to_log2(x, prior, blend=1.0, head_z=head, head_weight=0.5, spread=spread)
+    flow = prior + t.res_scale * x.mean(axis=1)  # (n, G)
+    centre = 0.5 * flow + 0.5 * head
+    want = trend.factor(centre * t.std, t.mean, head - flow)  # (n, G)
+    np.testing.assert_allclose(out.std(axis=1, ddof=1), want * t.std, rtol=1e-9)
+    spread.save(tmp_path / "s.npz")
+    back = Spread.load(tmp_path / "s.npz")
+    np.testing.assert_allclose(back.trend.dis_ref, trend.dis_ref)
+    np.testing.assert_allclose(back.entry_factor(centre * t.std, t.mean, head - flow), want)
+
+
+def test_level_trend_signal_slopes_separate_genes_the_image_predicts():
+    """Errors grow with |d| only in the genes with image signal: the |d| x signal slope must
+    carry it (positive) while the plain |d| slope stays near zero."""
+    rng = np.random.default_rng(15)
+    n, g = 400, 30
+    signal = np.r_[np.full(15, 0.8), np.zeros(15)]  # (G,)
+    off = rng.normal(0, 1, (n, g))
+    err = rng.normal(size=(n, g)) * np.exp(0.5 * np.abs(off) * (signal > 0))  # (n, G)
+    u = (err / np.sqrt((err**2).mean(axis=0))) ** 2
+    trend = LevelTrend.fit(off, rng.normal(5, 1, g), u, signal=signal)
+    assert trend.coef.shape == (5,)  # d, d L, |d|, d s, |d| s
+    assert trend.coef[4] > 1.0 and abs(trend.coef[2]) < 0.1  # log var = |d| / 0.8 x signal
+
+
+def test_level_trend_newton_fit_is_the_likelihood_optimum():
+    """The damped Newton fit with profiled per-gene intercepts equals scipy's minimiser of the
+    gamma (Gaussian-variance) deviance over intercepts and slopes, with the same ridge."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(12)
+    off, gm = rng.normal(0, 1.2, (50, 7)), rng.normal(4, 2, 7)
+    u = rng.exponential(size=(50, 7)) * np.exp(0.4 * off)
+    t = LevelTrend.fit(off, gm, u, ridge=1e-2)
+    x = t._features(off, gm)  # (50, 7, 3)
+
+    def loss(b):  # one intercept per gene (b[:7]) and the shared slopes (b[7:])
+        eta = b[None, :7] + x @ b[7:]
+        return np.mean(eta + u * np.exp(-eta)) + 0.5e-2 * b[7:] @ b[7:]
+
+    best = minimize(loss, np.zeros(10), method="BFGS", options={"gtol": 1e-10}).x
+    np.testing.assert_allclose(t.coef, best[7:], atol=1e-5)
+    f = t.factor(off, gm)  # (50, 7) rms 1 per gene on the fitting slides
+    np.testing.assert_allclose(np.sqrt((f**2).mean(axis=0)), 1.0, rtol=1e-10)
+
+
+def test_level_trend_shapes_the_draws_within_a_gene_and_round_trips(tmp_path):
+    rng = np.random.default_rng(13)
+    t = _transform(9)
+    trend = LevelTrend(np.array([-0.5, 0.2, 0.1]), 3.0, 1.0)
+    spread = Spread(np.ones(9), np.ones(9), 0.0, trend=trend, trend_power=1.0)
+    x = rng.normal(size=(4, 16, 9))  # (n, S, G)
+    prior = rng.normal(size=(4, 9))
+    out = t.to_log2(x, prior, blend=0.0, spread=spread)  # (n, S, G)
+    centre = prior * t.std  # log2 offset of the predictive mean from the gene means
+    want = x.std(axis=1, ddof=1) / x.std(axis=1, ddof=1) * trend.factor(centre, t.mean)
+    np.testing.assert_allclose(out.std(axis=1, ddof=1), want * t.std, rtol=1e-9)
+    np.testing.assert_allclose(out.mean(axis=1), prior * t.std + t.mean, atol=1e-10)
+    spread.save(tmp_path / "s.npz")
+    back = Spread.load(tmp_path / "s.npz")
+    assert back.trend_power == 1.0
+    np.testing.assert_allclose(back.entry_factor(centre, t.mean), trend.factor(centre, t.mean))
+    off = Spread(np.ones(9), np.ones(9), 0.0, trend=trend, trend_power=0.0)
+    assert off.entry_factor(centre, t.mean) is None
 
 
 def test_image_path_learns_a_size_driven_signal():

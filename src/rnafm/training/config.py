@@ -102,6 +102,13 @@ class ValidationConfig(BaseModel):
         description="Powers of the predicted slide difficulty (from the slide embedding, fitted "
         "on the training slides' cross-fitted residuals) tried on validation; chosen by CRPS.",
     )
+    trend_powers: tuple[float, ...] = Field(
+        (0.0, 1.0),
+        description="Powers of the level trend of the std tried on validation: how a gene's "
+        "error size changes with its predicted level (counting noise makes lowly expressed "
+        "values noisier on the log scale, as in voom's mean-variance trend); fitted on one half "
+        "of the validation patients, chosen by the CRPS on the other.",
+    )
 
 
 class ImagePathConfig(BaseModel):

@@ -17,6 +17,7 @@ __all__ = [
     "OutputTransform",
     "Novelty",
     "Difficulty",
+    "LevelTrend",
     "Spread",
     "Targets",
     "aligned_expression",
@@ -113,6 +114,117 @@ class Difficulty:
 
 
 @dataclass
+class LevelTrend:
+    """How a gene's error size changes with its predicted level: a mean-variance trend.
+
+    On the log scale, counting noise makes a gene's values noisier where it is expressed
+    lowly (for Poisson counts the variance of log counts falls as 1 / mean), so within a gene
+    a slide predicted below the gene's average has the larger error, the more so for lowly
+    expressed genes (voom's mean-variance trend, here per predicted value). The trend is
+    ``log factor^2 = b1 d + b2 d L + b3 |d|``, with ``d`` the predicted log2 value minus the
+    gene's training mean (clipped to +-``clip``) and ``L`` the gene's mean log2 level,
+    standardised over genes. With a slide head, a fourth term ``b4 a`` follows the disagreement
+    of the mean's two components: ``a = |head - (prior + flow)|`` per value, in units of its
+    per-gene root mean square on the fitting slides (clipped to 4), so that values where the
+    two estimates differ get the wider interval. With ``signal`` (G,), the share of each gene's
+    variance that the image explains (the prior's cross-fitted R^2), the terms in ``d``, ``|d|``
+    and ``a`` also get a slope in it, so genes the image predicts can follow another trend than
+    genes it does not. It is fitted by Gaussian likelihood (a gamma GLM with log link) to
+    squared errors, with one intercept per gene (profiled out in closed form), and each
+    gene's factor is scaled to a root mean square of 1 over the fitting slides: it shapes the
+    spread within genes and leaves each gene's overall scale to :class:`Spread`'s
+    ``gene_scale``.
+    """
+
+    coef: np.ndarray  # float64 (k,): 3, 4 with the disagreement term, more with the signal
+    level_mean: float
+    level_sd: float
+    clip: float = 3.0
+    dis_ref: np.ndarray | None = None  # float64 (G,) rms disagreement on the fitting slides
+    signal: np.ndarray | None = None  # float64 (G,) image R^2 of each gene, in [0, 1]
+    gene_norm: np.ndarray | None = None  # float64 (G,) rms factor on the fitting slides
+
+    def _features(
+        self, offset: np.ndarray, gene_mean: np.ndarray, disagreement: np.ndarray | None = None
+    ) -> np.ndarray:
+        d = np.clip(np.asarray(offset, dtype=np.float64), -self.clip, self.clip)  # (..., G)
+        level = (np.asarray(gene_mean, dtype=np.float64) - self.level_mean) / self.level_sd
+        cols = [d, d * level, np.abs(d)]
+        if self.dis_ref is not None:
+            if disagreement is None:
+                raise ValueError("this level trend needs the components' disagreement")
+            a = np.abs(np.asarray(disagreement, dtype=np.float64)) / self.dis_ref  # (..., G)
+            cols.append(np.clip(a, 0.0, 4.0))
+        if self.signal is not None:
+            cols += [c * self.signal for c in (cols[0], cols[2], *cols[3:])]
+        return np.stack(cols, axis=-1)  # (..., G, k)
+
+    @classmethod
+    def fit(
+        cls,
+        offset: np.ndarray,
+        gene_mean: np.ndarray,
+        u: np.ndarray,
+        disagreement: np.ndarray | None = None,
+        *,
+        signal: np.ndarray | None = None,
+        ridge: float = 1e-3,
+        max_entries: int = 2_000_000,
+        seed: int = 0,
+    ) -> LevelTrend:
+        """From predicted offsets (n, G) in log2 units, gene means (G,), squared errors (n, G)
+        in units of each gene's scale and, optionally, the components' disagreement (n, G)."""
+        gene_mean = np.asarray(gene_mean, dtype=np.float64)  # (G,)
+        sd = float(gene_mean.std())
+        out = cls(np.zeros(3), float(gene_mean.mean()), sd if sd > 1e-8 else 1.0)
+        if disagreement is not None:
+            dis = np.asarray(disagreement, dtype=np.float64)  # (n, G)
+            out.dis_ref = np.sqrt((dis**2).mean(axis=0)) + 1e-8  # (G,)
+        if signal is not None:
+            out.signal = np.clip(np.asarray(signal, dtype=np.float64), 0.0, 1.0)  # (G,)
+        k = 3 if out.dis_ref is None else 4  # features: d, d L, |d| (and a)
+        k += 0 if out.signal is None else k - 1  # and d, |d| (and a) times the signal
+        x = out._features(offset, gene_mean, disagreement)  # (n, G, k)
+        y = np.asarray(u, dtype=np.float64)  # (n, G)
+        if y.size > max_entries:  # a random subset of slides keeps every gene's intercept
+            rows = max(2, max_entries // y.shape[1])
+            keep = np.random.default_rng(seed).permutation(len(y))[:rows]
+            x, y = x[keep], y[keep]
+        n = y.size
+        beta = np.zeros(k)
+        pen = ridge * np.eye(k)
+        for _ in range(100):
+            eta = np.clip(x @ beta, -20, 20)  # (n, G)
+            # each gene's own intercept, profiled out: the closed-form optimum given beta
+            c = np.log(np.maximum((y * np.exp(-eta)).mean(axis=0), 1e-300))  # (G,)
+            w = y * np.exp(-np.clip(eta + c, -20, 20))  # (n, G)
+            xf, wf = x.reshape(-1, k), w.reshape(-1)  # (N, k), (N,)
+            xm = (x * w[..., None]).sum(axis=0) / np.maximum(w.sum(axis=0), 1e-12)[:, None]
+            xc = (x - xm).reshape(-1, k)  # (N, k) centred per gene: the profiled Hessian
+            grad = xf.T @ (1.0 - wf) / n + pen @ beta  # (k,)
+            hess = (xc.T * wf) @ xc / n + pen  # (k, k) with the intercepts profiled
+            step = np.linalg.solve(hess + 1e-9 * np.eye(k), grad)  # (k,)
+            step *= min(1.0, 1.0 / max(np.abs(step).max(), 1e-12))  # damped Newton
+            beta -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        out.coef = beta
+        out.gene_norm = np.sqrt(np.exp(np.clip(x @ beta, -2.0, 2.0)).mean(axis=0))  # (G,)
+        return out
+
+    def factor(
+        self, offset: np.ndarray, gene_mean: np.ndarray, disagreement: np.ndarray | None = None
+    ) -> np.ndarray:
+        """std factor (..., G) of predictions ``offset`` (..., G) log2 units from the gene
+        means (and the components' disagreement, z units, when fitted with it); the log
+        variance is clipped to +-2, and each gene's factor has a root mean square of 1 over the
+        slides it was fitted on."""
+        eta = self._features(offset, gene_mean, disagreement) @ self.coef  # (..., G)
+        f = np.exp(0.5 * np.clip(eta, -2.0, 2.0))  # (..., G)
+        return f if self.gene_norm is None else f / self.gene_norm
+
+
+@dataclass
 class Spread:
     """Per-gene scale and slide-specific shape of the predictive spread (z units).
 
@@ -123,7 +235,9 @@ class Spread:
     factor (:meth:`slide_factor`) is ``(1 + h) ** novelty_power`` (h: the slide's
     :class:`Novelty` leverage; with ``novelty_power`` 0, ``sqrt((1 + h) / (1 + h_max))`` for
     slides beyond every training slide's leverage ``h_max`` and 1 within) times its
-    :class:`Difficulty` to ``difficulty_power``.
+    :class:`Difficulty` to ``difficulty_power``; with a :class:`LevelTrend`, each value's std
+    is further multiplied by the trend's factor at its predicted level to ``trend_power``
+    (:meth:`entry_factor`).
     """
 
     gene_scale: np.ndarray  # float64 (G,)
@@ -133,6 +247,18 @@ class Spread:
     novelty_power: float = 0.5
     difficulty: Difficulty | None = None
     difficulty_power: float = 0.0
+    trend: LevelTrend | None = None
+    trend_power: float = 0.0
+
+    def entry_factor(
+        self, offset: np.ndarray, gene_mean: np.ndarray, disagreement: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Per-value std factor (..., G) of predictions ``offset`` (..., G; log2 units from the
+        genes' training means ``gene_mean``; ``disagreement``: head minus prior + flow, z
+        units); None without a level trend."""
+        if self.trend is None or not self.trend_power:
+            return None
+        return self.trend.factor(offset, gene_mean, disagreement) ** self.trend_power
 
     def slide_factor(self, emb: np.ndarray | None) -> np.ndarray | None:
         """Per-slide std factor (m,) from slide embeddings (m, H); None without either term."""
@@ -165,6 +291,16 @@ class Spread:
             d = self.difficulty
             extra |= {"diff_mean": d.mean, "diff_scale": d.scale, "diff_coef": d.coef,
                       "diff_alpha": np.asarray(d.alpha), "diff_range": np.asarray([d.low, d.high])}  # fmt: skip
+        if self.trend is not None:
+            t = self.trend
+            extra |= {"trend_coef": t.coef,
+                      "trend_level": np.asarray([t.level_mean, t.level_sd, t.clip])}  # fmt: skip
+            if t.dis_ref is not None:
+                extra["trend_dis_ref"] = t.dis_ref
+            if t.signal is not None:
+                extra["trend_signal"] = t.signal
+            if t.gene_norm is not None:
+                extra["trend_gene_norm"] = t.gene_norm
         with atomic_path(path) as tmp, tmp.open("wb") as f:
             np.savez(
                 f,
@@ -173,6 +309,7 @@ class Spread:
                 power=np.asarray(self.power),
                 novelty_power=np.asarray(self.novelty_power),
                 difficulty_power=np.asarray(self.difficulty_power),
+                trend_power=np.asarray(self.trend_power),
                 **extra,
             )
 
@@ -192,6 +329,13 @@ class Spread:
                 difficulty = Difficulty(
                     z["diff_mean"], z["diff_scale"], z["diff_coef"], float(z["diff_alpha"]), lo, hi
                 )
+            trend = None
+            if "trend_coef" in z:
+                lm, ls, clip = (float(v) for v in z["trend_level"])
+                dis = z["trend_dis_ref"] if "trend_dis_ref" in z else None
+                sig = z["trend_signal"] if "trend_signal" in z else None
+                norm = z["trend_gene_norm"] if "trend_gene_norm" in z else None
+                trend = LevelTrend(z["trend_coef"], lm, ls, clip, dis, sig, norm)
             return cls(
                 z["gene_scale"],
                 z["flow_ref"],
@@ -200,6 +344,8 @@ class Spread:
                 float(z["novelty_power"]) if "novelty_power" in z else 0.5,
                 difficulty,
                 float(z["difficulty_power"]) if "difficulty_power" in z else 0.0,
+                trend,
+                float(z["trend_power"]) if "trend_power" in z else 0.0,
             )
 
 
@@ -232,15 +378,18 @@ class OutputTransform:
         on validation): the flow's mean becomes ``prior + blend scale mean_x``. With the slide
         head's estimate ``head_z`` (n, G), the predictive mean is ``(1 - head_weight)`` times
         that plus ``head_weight`` times the head. The draws keep the flow's deviations from
-        their mean, in ``res_scale`` units or, with ``spread``, rescaled by it (and by
-        ``slide_factor`` (n,), from :meth:`Spread.slide_factor`).
+        their mean, in ``res_scale`` units or, with ``spread``, rescaled by it (by
+        ``slide_factor`` (n,), from :meth:`Spread.slide_factor`, and by the spread's level trend
+        at the predictive mean, :meth:`Spread.entry_factor`).
         """
         mean_x = x.mean(axis=1, keepdims=True)  # (n, 1, G)
         dev = x - mean_x  # (n, S, G)
         centre = mean_x * self.res_scale  # (n, 1, G)
         if prior_z is not None:
             centre = prior_z[:, None, :] + blend * centre  # (n, 1, G)
+        disagreement = None  # (n, 1, G) head minus prior + flow
         if head_z is not None and head_weight > 0:
+            disagreement = head_z[:, None, :] - centre
             centre = (1.0 - head_weight) * centre + head_weight * head_z[:, None, :]  # (n, 1, G)
         if spread is None:
             dev = dev * self.res_scale  # (n, S, G)
@@ -251,6 +400,9 @@ class OutputTransform:
             dev = dev / sd * spread.gene_scale * shape  # (n, S, G)
             if slide_factor is not None:
                 dev = dev * np.asarray(slide_factor)[:, None, None]  # (n, S, G)
+            entry = spread.entry_factor(centre * self.std, self.mean, disagreement)  # (n, 1, G)
+            if entry is not None:
+                dev = dev * entry  # (n, S, G)
         return (centre + dev) * self.std + self.mean  # (n, S, G)
 
 

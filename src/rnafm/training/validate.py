@@ -16,7 +16,7 @@ from rnafm.metrics import (
     mean_pcc,
 )
 from rnafm.training.config import CalibrationMethod, TrainConfig
-from rnafm.training.targets import Difficulty, Novelty, Spread, Targets
+from rnafm.training.targets import Difficulty, LevelTrend, Novelty, Spread, Targets
 
 __all__ = ["Validator", "uncalibrated"]
 
@@ -126,6 +126,7 @@ class Validator:
         novelty: Novelty | None,
         difficulty: Difficulty | None,
         emb: np.ndarray | None,
+        disagreement: np.ndarray | None = None,
     ) -> tuple[Spread, dict]:
         """The spread's per-gene scale, flow-shape power and slide factor, chosen by CRPS.
 
@@ -133,7 +134,9 @@ class Validator:
         either the prior's cross-fitted residual scale times one factor, or its average with this
         model's own per-gene validation error; the novelty term's power in
         ``validation.novelty_powers`` and the difficulty term's in
-        ``validation.difficulty_powers`` (when known). Each is fitted on one half of the
+        ``validation.difficulty_powers`` (when known); the level trend's power in
+        ``validation.trend_powers`` (the trend itself fitted on the same half as the scale).
+        Each is fitted on one half of the
         validation patients and scored on the other (and the other way round), so a candidate
         cannot win by fitting its own score; the chosen one is refitted on all validation slides.
         """
@@ -156,27 +159,53 @@ class Validator:
         nov_powers = tuple(v.novelty_powers) if novelty is not None else (0.0,)
         diff_powers = tuple(v.difficulty_powers) if difficulty is not None else (0.0,)
 
-        def candidate(p, nov_p, diff_p) -> Spread:
-            return Spread(np.ones_like(ref), ref, p, novelty, nov_p, difficulty, diff_p)
+        def candidate(p, nov_p, diff_p, trend=None, trend_p=0.0) -> Spread:
+            return Spread(
+                np.ones_like(ref), ref, p, novelty, nov_p, difficulty, diff_p, trend, trend_p
+            )
+
+        gene_mean = self.targets.norm.mean  # (G,) log2
+        offset = centre_log2 - gene_mean  # (n, G) predicted level, log2 units from the mean
+        trend_powers = tuple(v.trend_powers)
+        signal = None  # (G,) the prior's cross-fitted R^2 per gene (z units: 1 - res_scale^2)
+        if self.prior_z is not None:
+            signal = np.clip(1.0 - base**2, 0.0, 1.0)
+
+        def fit_trend(fit: np.ndarray) -> LevelTrend:
+            g = scale(fit, np.ones_like(err), 0.5)  # (G,) per-gene scale of this half
+            u = (err[fit] / g) ** 2  # (m, G)
+            dis = None if disagreement is None else disagreement[fit]
+            return LevelTrend.fit(
+                offset[fit], gene_mean, u, dis, signal=signal, seed=self.config.seed
+            )
+
+        pairs = folds or [(everything, everything)]
+        trend_factors = [None] * len(pairs)
+        if any(trend_powers):
+            trend_factors = [fit_trend(f).factor(offset, gene_mean, disagreement) for f, _ in pairs]
 
         scores = {}
-        for p, own, nov_p, diff_p in itertools.product(
-            v.spread_powers, (0.0, 0.5, 1.0), nov_powers, diff_powers
+        for p, own, nov_p, diff_p, trend_p in itertools.product(
+            v.spread_powers, (0.0, 0.5, 1.0), nov_powers, diff_powers, trend_powers
         ):
             slide = candidate(p, nov_p, diff_p).slide_factor(emb)
             wide = np.ones(len(err)) if slide is None else slide  # (n,)
-            rel = (flow_sd / ref) ** p * wide[:, None]  # (n, G)
-            pairs = folds or [(everything, everything)]
-            crps = [
-                crps_gaussian(err[t], 0.0, scale(f, rel, own) * rel[t]).mean() for f, t in pairs
-            ]
-            scores[(p, own, nov_p, diff_p)] = float(np.mean(crps))
-        p, own, nov_p, diff_p = min(scores, key=lambda c: (scores[c], c))
-        spread = candidate(p, nov_p, diff_p)
+            rel0 = (flow_sd / ref) ** p * wide[:, None]  # (n, G)
+            crps = []
+            for (f, t), tf in zip(pairs, trend_factors, strict=True):
+                rel = rel0 if not trend_p else rel0 * tf**trend_p  # (n, G)
+                crps.append(crps_gaussian(err[t], 0.0, scale(f, rel, own) * rel[t]).mean())
+            scores[(p, own, nov_p, diff_p, trend_p)] = float(np.mean(crps))
+        p, own, nov_p, diff_p, trend_p = min(scores, key=lambda c: (scores[c], c))
+        trend = fit_trend(everything) if any(trend_powers) else None
+        spread = candidate(p, nov_p, diff_p, trend, trend_p)
         slide = spread.slide_factor(emb)
         rel = (flow_sd / ref) ** p * (np.ones(len(err)) if slide is None else slide)[:, None]
+        entry = spread.entry_factor(offset, gene_mean, disagreement)
+        if entry is not None:
+            rel = rel * entry  # (n, G)
         spread.gene_scale = scale(everything, rel, own)
-        labels = ("power", "own_scale", "novelty_power", "difficulty_power")
+        labels = ("power", "own_scale", "novelty_power", "difficulty_power", "trend_power")
         table = {" ".join(f"{n}={c}" for n, c in zip(labels, k, strict=True)): val
                  for k, val in scores.items()}  # fmt: skip
         return spread, table
@@ -203,7 +232,15 @@ class Validator:
             if residuals is not None and self.prior_z is not None:
                 difficulty = Difficulty.fit(emb_train, residuals)
             emb = slide_embeddings(model, self.val.clusters, self.val.sizes, device=self.device)
-        spread, crps_by_power = self._spread(x, plain.mean(axis=1), novelty, difficulty, emb)
+        disagreement = None  # (n, G) the slide head minus prior + flow, z units
+        if head_z is not None and weight > 0:
+            flow = self.targets.transform.to_log2(
+                x.mean(axis=1, keepdims=True), self.prior_z, blend=blend
+            )[:, 0]  # (n, G)
+            disagreement = head_z - self.targets.norm.forward(flow)
+        spread, crps_by_power = self._spread(
+            x, plain.mean(axis=1), novelty, difficulty, emb, disagreement
+        )
         log2 = self.targets.transform.to_log2(
             x, self.prior_z, spread=spread, slide_factor=spread.slide_factor(emb), **mix
         )  # (n, S, G)
@@ -228,6 +265,8 @@ class Validator:
             "spread_novelty": spread.novelty is not None,
             "spread_novelty_power": spread.novelty_power,
             "spread_difficulty_power": spread.difficulty_power,
+            "spread_trend_power": spread.trend_power,
+            "spread_trend_coef": None if spread.trend is None else spread.trend.coef.tolist(),
             "crps_by_spread": crps_by_power,
             "pcc_by_component": components,
             "pcc_by_blend": {f"{b}/{w}": v for (b, w), v in grid.items()},
