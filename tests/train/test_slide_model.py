@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.spatial.distance import mahalanobis
 
-from rnafm.training.targets import Difficulty, LevelTrend, Novelty, OutputTransform, Spread
+from rnafm.training.targets import Difficulty, ErrorTrend, Novelty, OutputTransform, Spread
 
 
 def _transform(g: int) -> OutputTransform:
@@ -152,14 +152,14 @@ def test_level_trend_finds_the_counting_noise_of_low_values():
     y, level, gene_mean = _poisson_errors(rng)
     err = y - level  # (n, G)
     scale = np.sqrt((err**2).mean(axis=0))  # (G,)
-    trend = LevelTrend.fit(level - gene_mean, gene_mean, (err / scale) ** 2)
+    trend = ErrorTrend.fit(level - gene_mean, gene_mean, (err / scale) ** 2)
     assert trend.coef[0] < -0.3  # values predicted low are the noisy ones
     f = trend.factor(level - gene_mean, gene_mean)  # (n, G)
     flat = spearmanr(np.broadcast_to(scale, err.shape).ravel(), np.abs(err).ravel())[0]
     shaped = spearmanr((scale * f).ravel(), np.abs(err).ravel())[0]
     assert shaped > flat + 0.03
     homo = rng.normal(size=err.shape)  # errors that do not depend on the level
-    flat_trend = LevelTrend.fit(level - gene_mean, gene_mean, homo**2)
+    flat_trend = ErrorTrend.fit(level - gene_mean, gene_mean, homo**2)
     assert np.abs(np.log(flat_trend.factor(level - gene_mean, gene_mean))).max() < 0.1
 
 
@@ -175,7 +175,7 @@ def test_level_trend_widens_values_where_the_mean_components_disagree(tmp_path):
     err = rng.normal(size=(n, g)) * np.sqrt(0.3 + (dis / dis.std(0)) ** 2)  # (n, G)
     scale = np.sqrt((err**2).mean(axis=0))
     off, gm = rng.normal(0, 0.5, (n, g)), rng.normal(5, 2, g)
-    trend = LevelTrend.fit(off, gm, (err / scale) ** 2, dis)
+    trend = ErrorTrend.fit(off, gm, (err / scale) ** 2, dis)
     assert trend.dis_ref is not None and trend.coef[3] > 0.5
     f = trend.factor(off, gm, dis)
     flat = spearmanr(np.broadcast_to(scale, err.shape).ravel(), np.abs(err).ravel())[0]
@@ -207,7 +207,7 @@ def test_level_trend_signal_slopes_separate_genes_the_image_predicts():
     off = rng.normal(0, 1, (n, g))
     err = rng.normal(size=(n, g)) * np.exp(0.5 * np.abs(off) * (signal > 0))  # (n, G)
     u = (err / np.sqrt((err**2).mean(axis=0))) ** 2
-    trend = LevelTrend.fit(off, rng.normal(5, 1, g), u, signal=signal)
+    trend = ErrorTrend.fit(off, rng.normal(5, 1, g), u, signal=signal)
     assert trend.coef.shape == (5,)  # d, d L, |d|, d s, |d| s
     assert trend.coef[4] > 1.0 and abs(trend.coef[2]) < 0.1  # log var = |d| / 0.8 x signal
 
@@ -220,7 +220,7 @@ def test_level_trend_newton_fit_is_the_likelihood_optimum():
     rng = np.random.default_rng(12)
     off, gm = rng.normal(0, 1.2, (50, 7)), rng.normal(4, 2, 7)
     u = rng.exponential(size=(50, 7)) * np.exp(0.4 * off)
-    t = LevelTrend.fit(off, gm, u, ridge=1e-2)
+    t = ErrorTrend.fit(off, gm, u, ridge=1e-2)
     x = t._features(off, gm)  # (50, 7, 3)
 
     def loss(b):  # one intercept per gene (b[:7]) and the shared slopes (b[7:])
@@ -236,7 +236,7 @@ def test_level_trend_newton_fit_is_the_likelihood_optimum():
 def test_level_trend_shapes_the_draws_within_a_gene_and_round_trips(tmp_path):
     rng = np.random.default_rng(13)
     t = _transform(9)
-    trend = LevelTrend(np.array([-0.5, 0.2, 0.1]), 3.0, 1.0)
+    trend = ErrorTrend(np.array([-0.5, 0.2, 0.1]), 3.0, 1.0)
     spread = Spread(np.ones(9), np.ones(9), 0.0, trend=trend, trend_power=1.0)
     x = rng.normal(size=(4, 16, 9))  # (n, S, G)
     prior = rng.normal(size=(4, 9))

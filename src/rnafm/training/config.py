@@ -104,10 +104,11 @@ class ValidationConfig(BaseModel):
     )
     trend_powers: tuple[float, ...] = Field(
         (0.0, 1.0),
-        description="Powers of the level trend of the std tried on validation: how a gene's "
-        "error size changes with its predicted level (counting noise makes lowly expressed "
-        "values noisier on the log scale, as in voom's mean-variance trend); fitted on one half "
-        "of the validation patients, chosen by the CRPS on the other.",
+        description="Powers of the error trend of the std tried on validation: how the error "
+        "size of one value changes with its predicted level (counting noise makes lowly "
+        "expressed values noisier on the log scale, as in voom's mean-variance trend) and with "
+        "the disagreement of the slide head and prior + flow; fitted on one half of the "
+        "validation patients, chosen by the CRPS on the other.",
     )
 
 

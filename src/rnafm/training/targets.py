@@ -17,7 +17,7 @@ __all__ = [
     "OutputTransform",
     "Novelty",
     "Difficulty",
-    "LevelTrend",
+    "ErrorTrend",
     "Spread",
     "Targets",
     "aligned_expression",
@@ -114,8 +114,8 @@ class Difficulty:
 
 
 @dataclass
-class LevelTrend:
-    """How a gene's error size changes with its predicted level: a mean-variance trend.
+class ErrorTrend:
+    """How the error size of one value changes with what the run predicts for it.
 
     On the log scale, counting noise makes a gene's values noisier where it is expressed
     lowly (for Poisson counts the variance of log counts falls as 1 / mean), so within a gene
@@ -152,7 +152,7 @@ class LevelTrend:
         cols = [d, d * level, np.abs(d)]
         if self.dis_ref is not None:
             if disagreement is None:
-                raise ValueError("this level trend needs the components' disagreement")
+                raise ValueError("this error trend needs the components' disagreement")
             a = np.abs(np.asarray(disagreement, dtype=np.float64)) / self.dis_ref  # (..., G)
             cols.append(np.clip(a, 0.0, 4.0))
         if self.signal is not None:
@@ -171,7 +171,7 @@ class LevelTrend:
         ridge: float = 1e-3,
         max_entries: int = 2_000_000,
         seed: int = 0,
-    ) -> LevelTrend:
+    ) -> ErrorTrend:
         """From predicted offsets (n, G) in log2 units, gene means (G,), squared errors (n, G)
         in units of each gene's scale and, optionally, the components' disagreement (n, G)."""
         gene_mean = np.asarray(gene_mean, dtype=np.float64)  # (G,)
@@ -235,7 +235,7 @@ class Spread:
     factor (:meth:`slide_factor`) is ``(1 + h) ** novelty_power`` (h: the slide's
     :class:`Novelty` leverage; with ``novelty_power`` 0, ``sqrt((1 + h) / (1 + h_max))`` for
     slides beyond every training slide's leverage ``h_max`` and 1 within) times its
-    :class:`Difficulty` to ``difficulty_power``; with a :class:`LevelTrend`, each value's std
+    :class:`Difficulty` to ``difficulty_power``; with a :class:`ErrorTrend`, each value's std
     is further multiplied by the trend's factor at its predicted level to ``trend_power``
     (:meth:`entry_factor`).
     """
@@ -247,7 +247,7 @@ class Spread:
     novelty_power: float = 0.5
     difficulty: Difficulty | None = None
     difficulty_power: float = 0.0
-    trend: LevelTrend | None = None
+    trend: ErrorTrend | None = None
     trend_power: float = 0.0
 
     def entry_factor(
@@ -255,7 +255,7 @@ class Spread:
     ) -> np.ndarray | None:
         """Per-value std factor (..., G) of predictions ``offset`` (..., G; log2 units from the
         genes' training means ``gene_mean``; ``disagreement``: head minus prior + flow, z
-        units); None without a level trend."""
+        units); None without an error trend."""
         if self.trend is None or not self.trend_power:
             return None
         return self.trend.factor(offset, gene_mean, disagreement) ** self.trend_power
@@ -335,7 +335,7 @@ class Spread:
                 dis = z["trend_dis_ref"] if "trend_dis_ref" in z else None
                 sig = z["trend_signal"] if "trend_signal" in z else None
                 norm = z["trend_gene_norm"] if "trend_gene_norm" in z else None
-                trend = LevelTrend(z["trend_coef"], lm, ls, clip, dis, sig, norm)
+                trend = ErrorTrend(z["trend_coef"], lm, ls, clip, dis, sig, norm)
             return cls(
                 z["gene_scale"],
                 z["flow_ref"],
@@ -379,7 +379,7 @@ class OutputTransform:
         head's estimate ``head_z`` (n, G), the predictive mean is ``(1 - head_weight)`` times
         that plus ``head_weight`` times the head. The draws keep the flow's deviations from
         their mean, in ``res_scale`` units or, with ``spread``, rescaled by it (by
-        ``slide_factor`` (n,), from :meth:`Spread.slide_factor`, and by the spread's level trend
+        ``slide_factor`` (n,), from :meth:`Spread.slide_factor`, and by the spread's error trend
         at the predictive mean, :meth:`Spread.entry_factor`).
         """
         mean_x = x.mean(axis=1, keepdims=True)  # (n, 1, G)

@@ -16,7 +16,7 @@ from rnafm.metrics import (
     mean_pcc,
 )
 from rnafm.training.config import CalibrationMethod, TrainConfig
-from rnafm.training.targets import Difficulty, LevelTrend, Novelty, Spread, Targets
+from rnafm.training.targets import Difficulty, ErrorTrend, Novelty, Spread, Targets
 
 __all__ = ["Validator", "uncalibrated"]
 
@@ -134,7 +134,7 @@ class Validator:
         either the prior's cross-fitted residual scale times one factor, or its average with this
         model's own per-gene validation error; the novelty term's power in
         ``validation.novelty_powers`` and the difficulty term's in
-        ``validation.difficulty_powers`` (when known); the level trend's power in
+        ``validation.difficulty_powers`` (when known); the error trend's power in
         ``validation.trend_powers`` (the trend itself fitted on the same half as the scale).
         Each is fitted on one half of the
         validation patients and scored on the other (and the other way round), so a candidate
@@ -171,11 +171,11 @@ class Validator:
         if self.prior_z is not None:
             signal = np.clip(1.0 - base**2, 0.0, 1.0)
 
-        def fit_trend(fit: np.ndarray) -> LevelTrend:
+        def fit_trend(fit: np.ndarray) -> ErrorTrend:
             g = scale(fit, np.ones_like(err), 0.5)  # (G,) per-gene scale of this half
             u = (err[fit] / g) ** 2  # (m, G)
             dis = None if disagreement is None else disagreement[fit]
-            return LevelTrend.fit(
+            return ErrorTrend.fit(
                 offset[fit], gene_mean, u, dis, signal=signal, seed=self.config.seed
             )
 
