@@ -253,6 +253,49 @@ def test_level_trend_shapes_the_draws_within_a_gene_and_round_trips(tmp_path):
     assert off.entry_factor(centre, t.mean) is None
 
 
+def _validator_for_spread(z, patients, res_scale):
+    """A Validator with just what ``_spread`` reads: validation z-scores, patients, targets."""
+    from types import SimpleNamespace
+
+    from rnafm.training.config import TrainConfig
+    from rnafm.training.run import Normalisation
+    from rnafm.training.targets import Targets
+    from rnafm.training.validate import Validator
+
+    g = z.shape[1]
+    v = Validator.__new__(Validator)
+    v.config = TrainConfig()
+    v.z = z
+    v.val = SimpleNamespace(patient_ids=patients)
+    norm = Normalisation(mean=np.linspace(2, 9, g), std=np.ones(g))
+    prior = SimpleNamespace(res_std=res_scale)
+    v.targets = Targets(norm=norm, prior=prior)
+    v.prior_z = np.zeros_like(z)
+    return v
+
+
+@pytest.mark.parametrize("planted", [True, False])
+def test_validation_picks_the_error_trend_where_errors_follow_the_level(planted):
+    """Validation errors whose size follows the predicted level: the spread's CRPS choice on
+    patient halves must switch the trend on and lower the CRPS; with errors that do not follow
+    it, the chosen spread keeps each value's width within 10% of a per-gene scale."""
+    rng = np.random.default_rng(16)
+    n, g = 80, 60
+    centre = rng.normal(0, 1, (n, g))  # (n, G) predicted z = log2 offsets (std 1)
+    sd = np.exp(0.6 * centre) if planted else np.ones((n, g))
+    err = rng.normal(size=(n, g)) * sd * 0.7
+    v = _validator_for_spread(centre + err, [f"P{i}" for i in range(n)], np.full(g, 0.7))
+    x = rng.normal(size=(n, 4, g))  # (n, S, G) flow draws (their spread carries nothing)
+    spread, table = v._spread(x, v.targets.norm.inverse(centre), None, None, None)
+    on = spread.entry_factor(centre, v.targets.norm.mean)
+    if planted:
+        assert spread.trend_power == 1.0 and spread.trend.coef[0] > 0.8
+        best_off = min(val for k, val in table.items() if k.endswith("trend_power=0.0"))
+        assert min(table.values()) < 0.95 * best_off
+    else:
+        assert on is None or np.abs(np.log(on)).max() < 0.1
+
+
 def test_image_path_learns_a_size_driven_signal():
     """Expression follows the share of one rare cluster: the regression must find it."""
     from rnafm.model import ModelConfig, build_model
