@@ -212,6 +212,21 @@ def test_level_trend_signal_slopes_separate_genes_the_image_predicts():
     assert trend.coef[4] > 1.0 and abs(trend.coef[2]) < 0.1  # log var = |d| / 0.8 x signal
 
 
+def test_error_trend_survives_genes_without_errors_and_non_finite_input():
+    """A gene with zero error everywhere (a constant gene) or an infinite squared error must not
+    turn the trend into NaN: finite factors, and a factor of 1 where nothing was learnable."""
+    rng = np.random.default_rng(17)
+    off, gm = rng.normal(size=(20, 6)), rng.normal(5, 1, 6)
+    u = rng.exponential(size=(20, 6)) * np.exp(0.5 * off)
+    u[:, 2] = 0.0  # a gene the validation slides predict exactly
+    u[3, 4] = np.inf
+    t = ErrorTrend.fit(off, gm, u)
+    f = t.factor(off, gm)
+    assert np.isfinite(t.coef).all() and np.isfinite(f).all()
+    none = ErrorTrend.fit(off, gm, np.zeros((20, 6)))
+    np.testing.assert_allclose(none.factor(off, gm), 1.0)
+
+
 def test_level_trend_newton_fit_is_the_likelihood_optimum():
     """The damped Newton fit with profiled per-gene intercepts equals scipy's minimiser of the
     gamma (Gaussian-variance) deviance over intercepts and slopes, with the same ridge."""

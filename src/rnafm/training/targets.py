@@ -186,6 +186,13 @@ class ErrorTrend:
         k += 0 if out.signal is None else k - 1  # and d, |d| (and a) times the signal
         x = out._features(offset, gene_mean, disagreement)  # (n, G, k)
         y = np.asarray(u, dtype=np.float64)  # (n, G)
+        y = np.where(np.isfinite(y), y, 0.0)
+        live = y.mean(axis=0) > 0  # a gene without any error carries no trend
+        x, y = x[:, live], y[:, live]
+        if not live.any():
+            out.coef = np.zeros(k)
+            out.gene_norm = np.ones(len(gene_mean))
+            return out
         if y.size > max_entries:  # a random subset of slides keeps every gene's intercept
             rows = max(2, max_entries // y.shape[1])
             keep = np.random.default_rng(seed).permutation(len(y))[:rows]
@@ -208,8 +215,11 @@ class ErrorTrend:
             beta -= step
             if np.abs(step).max() < 1e-8:
                 break
+        if not np.isfinite(beta).all():  # a failed fit: no trend
+            beta = np.zeros(k)
         out.coef = beta
-        out.gene_norm = np.sqrt(np.exp(np.clip(x @ beta, -2.0, 2.0)).mean(axis=0))  # (G,)
+        full = out._features(offset, gene_mean, disagreement)  # (n, G, k) every slide and gene
+        out.gene_norm = np.sqrt(np.exp(np.clip(full @ beta, -2.0, 2.0)).mean(axis=0))  # (G,)
         return out
 
     def factor(

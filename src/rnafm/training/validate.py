@@ -172,7 +172,7 @@ class Validator:
             signal = np.clip(1.0 - base**2, 0.0, 1.0)
 
         def fit_trend(fit: np.ndarray) -> ErrorTrend:
-            g = scale(fit, np.ones_like(err), 0.5)  # (G,) per-gene scale of this half
+            g = np.maximum(scale(fit, np.ones_like(err), 0.5), 1e-12)  # (G,) this half's scale
             u = (err[fit] / g) ** 2  # (m, G)
             dis = None if disagreement is None else disagreement[fit]
             return ErrorTrend.fit(
