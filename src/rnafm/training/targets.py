@@ -245,7 +245,7 @@ class Spread:
     factor (:meth:`slide_factor`) is ``(1 + h) ** novelty_power`` (h: the slide's
     :class:`Novelty` leverage; with ``novelty_power`` 0, ``sqrt((1 + h) / (1 + h_max))`` for
     slides beyond every training slide's leverage ``h_max`` and 1 within) times its
-    :class:`Difficulty` to ``difficulty_power``; with a :class:`ErrorTrend`, each value's std
+    :class:`Difficulty` to ``difficulty_power``; with an :class:`ErrorTrend`, each value's std
     is further multiplied by the trend's factor at its predicted level to ``trend_power``
     (:meth:`entry_factor`).
     """
