@@ -182,13 +182,12 @@ class ErrorTrend:
             out.dis_ref = np.sqrt((dis**2).mean(axis=0)) + 1e-8  # (G,)
         if signal is not None:
             out.signal = np.clip(np.asarray(signal, dtype=np.float64), 0.0, 1.0)  # (G,)
-        k = 3 if out.dis_ref is None else 4  # features: d, d L, |d| (and a)
-        k += 0 if out.signal is None else k - 1  # and d, |d| (and a) times the signal
-        x = out._features(offset, gene_mean, disagreement)  # (n, G, k)
+        full = out._features(offset, gene_mean, disagreement)  # (n, G, k) every value
+        k = full.shape[-1]
         y = np.asarray(u, dtype=np.float64)  # (n, G)
         y = np.where(np.isfinite(y), y, 0.0)
         live = y.mean(axis=0) > 0  # a gene without any error carries no trend
-        x, y = x[:, live], y[:, live]
+        x, y = full[:, live], y[:, live]
         if not live.any():
             out.coef = np.zeros(k)
             out.gene_norm = np.ones(len(gene_mean))
@@ -218,7 +217,6 @@ class ErrorTrend:
         if not np.isfinite(beta).all():  # a failed fit: no trend
             beta = np.zeros(k)
         out.coef = beta
-        full = out._features(offset, gene_mean, disagreement)  # (n, G, k) every slide and gene
         out.gene_norm = np.sqrt(np.exp(np.clip(full @ beta, -2.0, 2.0)).mean(axis=0))  # (G,)
         return out
 

@@ -185,17 +185,18 @@ class Validator:
             trend_factors = [fit_trend(f).factor(offset, gene_mean, disagreement) for f, _ in pairs]
 
         scores = {}
-        for p, own, nov_p, diff_p, trend_p in itertools.product(
-            v.spread_powers, (0.0, 0.5, 1.0), nov_powers, diff_powers, trend_powers
+        for p, own, nov_p, diff_p in itertools.product(
+            v.spread_powers, (0.0, 0.5, 1.0), nov_powers, diff_powers
         ):
             slide = candidate(p, nov_p, diff_p).slide_factor(emb)
             wide = np.ones(len(err)) if slide is None else slide  # (n,)
             rel0 = (flow_sd / ref) ** p * wide[:, None]  # (n, G)
-            crps = []
-            for (f, t), tf in zip(pairs, trend_factors, strict=True):
-                rel = rel0 if not trend_p else rel0 * tf**trend_p  # (n, G)
-                crps.append(crps_gaussian(err[t], 0.0, scale(f, rel, own) * rel[t]).mean())
-            scores[(p, own, nov_p, diff_p, trend_p)] = float(np.mean(crps))
+            for trend_p in trend_powers:
+                crps = []
+                for (f, t), tf in zip(pairs, trend_factors, strict=True):
+                    rel = rel0 if not trend_p else rel0 * tf**trend_p  # (n, G)
+                    crps.append(crps_gaussian(err[t], 0.0, scale(f, rel, own) * rel[t]).mean())
+                scores[(p, own, nov_p, diff_p, trend_p)] = float(np.mean(crps))
         p, own, nov_p, diff_p, trend_p = min(scores, key=lambda c: (scores[c], c))
         trend = fit_trend(everything) if any(trend_powers) else None
         spread = candidate(p, nov_p, diff_p, trend, trend_p)
