@@ -18,7 +18,12 @@ between the map (the programme's pathway score) and the tile truth, for
   every lattice point;
 - ``cluster``: naive baseline, every tile gets the run's prediction for its own cluster alone;
 - ``tile_ridge``: naive baseline, ridge from mean-pooled features to bulk log2 expression fitted
-  on the training slides, applied to each tile's own feature vector.
+  on the training slides, applied to each tile's own feature vector;
+- ``oracle``: a ceiling, not a method: the generator's true log2 expression of every tile
+  (:class:`rnafm.synth.feature_localized.TileExpression`, its tissue type's profile plus its
+  programmes) scored like a map. A pathway score carries its genes' tissue baselines and the
+  programmes that share its genes, which the activity truth does not, so even this map stays
+  below 1.
 
 It also times mapping a slide of about ``--speed-tiles`` tiles for 5 pathways (two test slides
 placed side by side) with the default settings. Prints one JSON line.
@@ -130,7 +135,10 @@ def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes, *,
         others["readout"] = map_config.model_copy(update={"method": MapMethod.READOUT})
     if local:
         others["local"] = map_config.model_copy(update={"method": MapMethod.LOCAL})
-    methods = ("rnafm", *others, "tile_ridge")
+    from rnafm.synth.feature_localized import TileExpression
+
+    oracle = TileExpression(cohort.config, list(predictor.genes))
+    methods = ("rnafm", *others, "tile_ridge", "oracle")
     out = {m: {p: [] for p in programmes} for m in methods}
     seconds, cpu, tiles = [], [], []
     for sid in test_ids:
@@ -146,6 +154,8 @@ def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes, *,
         maps = {name: map_slide(predictor, path, cols, cfg) for name, cfg in others.items()}
         feats = read_features(path).features
         ridge_scores = cols.apply(ridge.predict(feats))  # (N, M)
+        true_log2 = oracle.log2(truth.tile_type, truth.activity, truth.names)  # (N, G)
+        oracle_scores = cols.apply(true_log2)  # (N, M)
         log.warning("%s: %d tiles mapped in %.1f s", sid, len(ours.coords), seconds[-1])
         for j, prog in enumerate(programmes):
             t = truth.column(prog)
@@ -153,6 +163,7 @@ def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes, *,
             for name, smap in maps.items():
                 out[name][prog].append(spearman(smap.scores[:, j], t))
             out["tile_ridge"][prog].append(spearman(ridge_scores[:, j], t))
+            out["oracle"][prog].append(spearman(oracle_scores[:, j], t))
     summary = {
         m: {p: float(np.nanmean(v)) if np.isfinite(v).any() else None for p, v in per.items()}
         for m, per in out.items()

@@ -313,3 +313,23 @@ def test_config_is_checked_and_kept(tmp_path):
     cfg = FeatureCohortConfig(design="mixture", n_slides=5, n_genes=40, dim=4, tiles=(10, 20))
     c = make_feature_cohort(tmp_path, config=cfg, seed=2)
     assert c.design is Design.MIXTURE and len(c.slide_ids) == 5 and c.config.seed == 2
+
+
+def test_tile_expression_mixes_into_the_bulk(tmp_path):
+    """The maps benchmark's oracle: the true tile expressions, RNA-weighted over the sampled
+    tiles, are the slide's bulk (up to the generator's 0.1 log2 per-gene noise)."""
+    from rnafm.synth.feature_localized import _RNA_CONTENT, TileExpression
+
+    c = make_feature_cohort(tmp_path, design="localized", n_slides=6, n_genes=200, dim=16,
+                            seed=4, noise=0.0, hidden_sd=0.0, **SMALL)  # fmt: skip
+    genes = list(c.genes)[::-1]  # any gene order
+    oracle = TileExpression(c.config, genes)
+    col = [list(c.genes).index(g) for g in genes]
+    for i, sid in enumerate(c.slide_ids):
+        t = read_tile_truth(c.truth_path(sid))
+        perm = np.arange(len(t.names))[::-1]  # columns in another order
+        log2 = oracle.log2(t.tile_type, t.activity[:, perm], [t.names[j] for j in perm])
+        w = _RNA_CONTENT[t.tile_type] * t.sampled  # (N,)
+        mix = (w[:, None] * np.exp2(log2)).sum(0) / w.sum()  # (G,)
+        diff = np.log2(mix + 1.0) - c.log2[i, col]
+        assert np.abs(diff).mean() < 0.1 and np.abs(diff).max() < 0.6, (sid, diff)

@@ -33,7 +33,14 @@ from scipy import ndimage
 if TYPE_CHECKING:
     from rnafm.synth.features import DesignOutput, FeatureCohortConfig, SlideDraw
 
-__all__ = ["TYPE_NAMES", "PROGRAMMES", "HIDDEN_SETS", "run_localized", "layout_slide"]
+__all__ = [
+    "TYPE_NAMES",
+    "PROGRAMMES",
+    "HIDDEN_SETS",
+    "run_localized",
+    "layout_slide",
+    "TileExpression",
+]
 
 TYPE_NAMES = ("tumour", "stroma", "lymphoid", "necrosis", "normal")
 TUMOUR, STROMA, LYMPHOID, NECROSIS, NORMAL = range(len(TYPE_NAMES))
@@ -332,6 +339,36 @@ def _draw_slide(cfg: FeatureCohortConfig, m: _Model, pats: _Patients, p: int, rn
         ratio = (by_type * np.exp2(state)).sum(0) / np.maximum(by_type.sum(0), 1e-300)  # (G,)
         raw = raw * ratio
     return draw, raw
+
+
+class TileExpression:
+    """The true log2 expression of single tiles of a ``localized`` cohort, for scoring maps.
+
+    ``type_profile[type] + activity @ loadings`` of every tile (no patient latents, no noise):
+    what a perfect per-tile expression map would show. Rebuilt from the cohort's config (the
+    generator is deterministic in its seed), restricted to ``genes``.
+    """
+
+    def __init__(self, cfg: FeatureCohortConfig, genes: list[str]) -> None:
+        from rnafm.pathways import load_gene_sets
+
+        s_model = np.random.SeedSequence(cfg.seed).spawn(3)[0]
+        self._m = _build_model(cfg, load_gene_sets("hallmark"), np.random.default_rng(s_model))
+        index = {g: i for i, g in enumerate(self._m.genes)}
+        missing = [g for g in genes if g not in index]
+        if missing:
+            raise KeyError(f"genes not in the cohort: {missing[:5]}")
+        self._cols = np.array([index[g] for g in genes], dtype=np.int64)  # (G,)
+
+    def log2(self, tile_type: np.ndarray, activity: np.ndarray, names: list[str]) -> np.ndarray:
+        """float64 (N, G) of tile types (N,) and the activities (N, P) of programmes ``names``
+        (a tile truth's columns, any order)."""
+        m = self._m
+        order = [list(names).index(p.name) for p in PROGRAMMES]
+        act = np.asarray(activity, dtype=np.float64)[:, order]  # (N, P) in PROGRAMMES order
+        full = m.log_prof[np.asarray(tile_type)].copy()  # (N, G_all)
+        full[:, m.prog_genes] += act @ m.load
+        return full[:, self._cols]
 
 
 def run_localized(cfg: FeatureCohortConfig, emit: Callable[[int, SlideDraw], None]) -> DesignOutput:
