@@ -341,6 +341,17 @@ def _draw_slide(cfg: FeatureCohortConfig, m: _Model, pats: _Patients, p: int, rn
     return draw, raw
 
 
+def _seeds(cfg: FeatureCohortConfig) -> list[np.random.SeedSequence]:
+    """The cohort's seeds of the expression model, the patients and the slides."""
+    return np.random.SeedSequence(cfg.seed).spawn(3)
+
+
+def _model_of(cfg: FeatureCohortConfig, seed: np.random.SeedSequence) -> _Model:
+    from rnafm.pathways import load_gene_sets
+
+    return _build_model(cfg, load_gene_sets("hallmark"), np.random.default_rng(seed))
+
+
 class TileExpression:
     """The true log2 expression of single tiles of a ``localized`` cohort, for scoring maps.
 
@@ -350,10 +361,9 @@ class TileExpression:
     """
 
     def __init__(self, cfg: FeatureCohortConfig, genes: list[str]) -> None:
-        from rnafm.pathways import load_gene_sets
-
-        s_model = np.random.SeedSequence(cfg.seed).spawn(3)[0]
-        self._m = _build_model(cfg, load_gene_sets("hallmark"), np.random.default_rng(s_model))
+        if cfg.design != "localized":
+            raise ValueError(f"tile expression exists for localized cohorts, not {cfg.design!r}")
+        self._m = _model_of(cfg, _seeds(cfg)[0])
         index = {g: i for i, g in enumerate(self._m.genes)}
         missing = [g for g in genes if g not in index]
         if missing:
@@ -373,11 +383,10 @@ class TileExpression:
 
 def run_localized(cfg: FeatureCohortConfig, emit: Callable[[int, SlideDraw], None]) -> DesignOutput:
     """Draw a localized cohort; ``emit(i, draw)`` receives each slide."""
-    from rnafm.pathways import load_gene_sets
     from rnafm.synth.features import DesignOutput
 
-    s_model, s_pat, s_slides = np.random.SeedSequence(cfg.seed).spawn(3)
-    m = _build_model(cfg, load_gene_sets("hallmark"), np.random.default_rng(s_model))
+    s_model, s_pat, s_slides = _seeds(cfg)
+    m = _model_of(cfg, s_model)
     prng = np.random.default_rng(s_pat)
     owner = _plan_patients(cfg, prng)
     pats = _sample_patients(cfg, int(owner.max()) + 1, len(m.genes), prng)
