@@ -15,7 +15,7 @@ between the map (the programme's pathway score) and the tile truth, for
 - ``readout``: the slide head's per-tile read-out (``method="readout"``), unless ``rnafm``
   already is;
 - ``local`` (with ``--local``): the run's full prediction for a window of ``radius`` tiles at
-  every lattice point;
+  every lattice point; ``blend`` (with ``--local``): the mean of the default and ``local`` maps;
 - ``cluster``: naive baseline, every tile gets the run's prediction for its own cluster alone;
 - ``tile_ridge``: naive baseline, ridge from mean-pooled features to bulk log2 expression fitted
   on the training slides, applied to each tile's own feature vector;
@@ -65,7 +65,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=4.0, help="training time limit")
     p.add_argument("--train", default="{}", help="JSON of TrainConfig overrides")
     p.add_argument("--maps", default="{}", help="JSON of MapConfig overrides (rnafm method)")
-    p.add_argument("--local", action="store_true", help="also score the local-window method")
+    p.add_argument("--local", action="store_true",
+                   help="also score the local-window and blend methods")  # fmt: skip
     p.add_argument("--speed-tiles", type=int, default=4000)
     p.add_argument("--work", type=Path, default=None, help="keep cohort and run here (reused)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
@@ -135,6 +136,7 @@ def score_slides(cohort, test_ids, predictor, ridge, map_config, programmes, *,
         others["readout"] = map_config.model_copy(update={"method": MapMethod.READOUT})
     if local:
         others["local"] = map_config.model_copy(update={"method": MapMethod.LOCAL})
+        others["blend"] = map_config.model_copy(update={"method": MapMethod.BLEND})
     from rnafm.synth.feature_localized import TileExpression
 
     oracle = TileExpression(cohort.config, list(predictor.genes))

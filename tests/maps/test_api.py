@@ -203,6 +203,9 @@ def test_cli_maps(monkeypatch, tmp_path, quadrant, predictor):
         settings = f.attrs["settings"]
     assert '"smooth": 0.5' in settings and '"attention_power": 4.0' in settings
     assert '"tile_share": 0.25' in settings
+    r = CliRunner().invoke(cli, [*args, "--method", "blend"])
+    assert r.exit_code == 0 and "(0 already done)" in r.output, r.output
+    assert read_map(out / f"{quadrant.slide_id}.h5").attrs["method"] == "blend"
 
 
 def test_unknown_setting_is_an_input_error(quadrant, predictor):

@@ -25,7 +25,8 @@ def _smooth_truth(slide, radius: float) -> np.ndarray:
     return (near * slide.hot[None]).sum(1) / near.sum(1)
 
 
-@pytest.mark.parametrize("method", [MapMethod.TILES, MapMethod.READOUT, MapMethod.LOCAL])
+@pytest.mark.parametrize("method", [MapMethod.TILES, MapMethod.READOUT, MapMethod.LOCAL,
+                                    MapMethod.BLEND])  # fmt: skip
 @pytest.mark.parametrize("stride", [1, 2, 3])
 def test_planted_block_is_found_top_left(quadrant, predictor, stride, method):
     cols = _columns(predictor)
@@ -44,7 +45,8 @@ def test_planted_block_is_found_top_left(quadrant, predictor, stride, method):
     assert smap.scores[:, 2].max() > 6.0
 
 
-@pytest.mark.parametrize("method", [MapMethod.TILES, MapMethod.READOUT, MapMethod.LOCAL])
+@pytest.mark.parametrize("method", [MapMethod.TILES, MapMethod.READOUT, MapMethod.LOCAL,
+                                    MapMethod.BLEND])  # fmt: skip
 @pytest.mark.parametrize("stride, offset", [(1, 4), (1, 9), (1, 13), (2, 4), (2, 10)])
 def test_stripe_peak_is_on_its_column_not_one_patch_off(tmp_path, planted, predictor, stride,
                                                         offset, method):  # fmt: skip
@@ -222,3 +224,25 @@ def test_readout_without_a_slide_head_maps_with_local_windows(quadrant, make_pre
     assert smap.attrs["method"] == "local"
     s = smap.scores[:, 0]
     assert s[quadrant.hot].mean() > s[~quadrant.hot].mean() + 1.0
+
+
+@pytest.mark.parametrize("anchor", [MapAnchor.SLIDE, MapAnchor.WINDOWS])
+def test_blend_is_the_mean_of_the_tiles_and_local_maps(quadrant, make_predictor, anchor):
+    """blend = (tiles + local) / 2 tile by tile, with local's std; the tiles map anchored on
+    the same windows as the local one (``anchors`` covering them all)."""
+    pred = make_predictor(tile_shrink=0.3)
+    cols = _columns(pred)
+    base = {"radius": 2.0, "smooth": 1.0, "anchor": anchor, "anchors": 384}
+    maps = {m: map_slide(pred, quadrant.path, cols, MapConfig(method=m, **base))
+            for m in (MapMethod.TILES, MapMethod.LOCAL, MapMethod.BLEND)}  # fmt: skip
+    tiles, local, blend = maps.values()
+    assert blend.attrs["method"] == "blend"
+    np.testing.assert_allclose(blend.scores, 0.5 * (tiles.scores + local.scores), atol=1e-5)
+    np.testing.assert_allclose(blend.std, local.std, atol=1e-6)
+    np.testing.assert_allclose(blend.bulk, tiles.bulk, atol=1e-6)
+
+
+def test_blend_without_a_tile_head_maps_with_local_windows(quadrant, make_predictor):
+    pred = make_predictor(tile_head=False)
+    smap = map_slide(pred, quadrant.path, _columns(pred), MapConfig(method=MapMethod.BLEND))
+    assert smap.attrs["method"] == "local"

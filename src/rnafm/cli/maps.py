@@ -40,7 +40,8 @@ _DEFAULTS = MapConfig()
     "--method", type=click.Choice([m.value for m in MapMethod]), default=_DEFAULTS.method.value,
     show_default=True,
     help="How a tile is scored: tiles (the run's tile head, per-tile expression), readout (the "
-    "slide head read out per tile), local (the run on a window of tiles), cluster (baseline).",
+    "slide head read out per tile), local (the run on a window of tiles), blend (the mean of "
+    "tiles and local: programmes around rare structures), cluster (baseline).",
 )  # fmt: skip
 @click.option(
     "--smooth", type=click.FloatRange(0, 16), default=_DEFAULTS.smooth, show_default=True,

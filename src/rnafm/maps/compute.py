@@ -302,6 +302,9 @@ def map_slide(
     grid = tile_grid(sf.coords, _step(sf.attrs))
     feats = np.asarray(sf.features, dtype=np.float32)  # (N, D)
     method = config.method
+    if method is MapMethod.BLEND and not has_tile_head(predictor):
+        logger.info("%s: the run has no tile head; mapping with the local method", path)
+        method = MapMethod.LOCAL
     if method is MapMethod.TILES and not has_tile_head(predictor):
         logger.info("%s: the run has no tile head; mapping with the readout method", path)
         method = MapMethod.READOUT
@@ -319,7 +322,7 @@ def map_slide(
     )  # (C+1, M)
     n_cond = cond.members.shape[0]
     w = cond.weights[:, :, None]  # (N, 4, 1)
-    if method is MapMethod.TILES:
+    if method in (MapMethod.TILES, MapMethod.BLEND):
         read, tile_logits = tile_head_scores(
             predictor, feats, grid, columns.weights, smooth=config.smooth
         )  # (N, M), (N,)
@@ -337,17 +340,21 @@ def map_slide(
             slide=(cl.means, cl.sizes),
         )  # (N, M)
         slide_fn = head_log2
-    if anchored:
+    if anchored or method is MapMethod.BLEND:
         if config.anchor is MapAnchor.WINDOWS:
             head = _window_head(predictor, cond, labels, feats, cl, columns, slide_fn)  # (C, M)
-            scores = read + ((mean[:n_cond] - head)[cond.rows] * w).sum(axis=1)  # (N, M)
-        elif method is MapMethod.TILES:  # the map's tiles mix back to the run's bulk
-            scores = read + mixture_shift(read, tile_logits, mean[-1])[None, :]  # (N, M)
+            read = read + ((mean[:n_cond] - head)[cond.rows] * w).sum(axis=1)  # (N, M)
+        elif method is not MapMethod.READOUT:  # the map's tiles mix back to the run's bulk
+            read = read + mixture_shift(read, tile_logits, mean[-1])[None, :]  # (N, M)
         else:
             head = slide_fn(predictor, cl.means[None], cl.sizes[None]) @ columns.weights  # (1, M)
-            scores = read + (mean[-1] - head[0])[None, :]  # (N, M)
+            read = read + (mean[-1] - head[0])[None, :]  # (N, M)
+    if anchored:
+        scores = read
     else:
         scores = (mean[cond.rows] * w).sum(axis=1)  # (N, M)
+        if method is MapMethod.BLEND:  # the local windows and the anchored tile head, half each
+            scores = 0.5 * (scores + read)  # (N, M)
     spread = (std[cond.rows] * w).sum(axis=1)  # (N, M)
     logger.info(
         "%s: %d tiles, %d windows (stride %d)", sf.slide_id, len(labels), n_cond, cond.stride

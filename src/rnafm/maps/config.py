@@ -17,6 +17,7 @@ class MapMethod(str, Enum):
     TILES = "tiles"  # the tile head's expression of each tile, anchored to the run (default)
     READOUT = "readout"  # the slide head's read-out of each tile, anchored to the run
     LOCAL = "local"  # the run's prediction for the disk of tiles around it
+    BLEND = "blend"  # the mean of tiles and local (programmes around rare structures)
     CLUSTER = "cluster"  # its own cluster alone (a baseline: no spatial context)
 
 
@@ -45,6 +46,8 @@ class MapConfig(BaseModel):
     ``local``: the run's full prediction for a window of ``radius`` tiles (its tiles' own cluster
     means and counts) at every lattice point (at most ``max_conditions``). Runs without a slide
     head map with ``local``.
+    ``blend``: the mean of the ``tiles`` and ``local`` scores of a tile (both on the bulk's log2
+    scale), with the std of ``local``; runs without a tile head map with ``local``.
     """
 
     model_config = ConfigDict(extra="forbid")
