@@ -12,7 +12,9 @@ expression.
 
 Prints one JSON line: mean per-gene PCC over test slides for rnafm, ridge on mean tile features
 and ``oracle_ridge_pcc`` (ridge on the true per-slide tile-type shares and programme activities: a
-ceiling for models of the image), 90% interval coverage, and wall times. ``"models"`` scores
+ceiling for models of the image), 90% interval coverage, and wall times; ``oracle_gaussian``
+scores that oracle ridge with a cross-fitted per-gene Gaussian (the CRPS a perfect image model
+with a per-gene spread would reach). ``"models"`` scores
 the ``rnafm cv`` registry baselines ``ridge``, ``attention_mil`` and ``prior_gaussian`` (rnafm
 without the flow), fitted on the run's own training and validation patients, next to the rnafm
 run on the test slides: per-gene PCC (mean, top-100 ranked by test r and by validation r), CRPS
@@ -213,6 +215,24 @@ def score(truth, mean, *, std=None, lower=None, upper=None, level=None, draws=No
     return out
 
 
+def oracle_gaussian(x_tr, y_tr, x_te, truth, *, folds: int = 5) -> dict:
+    """The CRPS reference of a model that knew the image: ridge on the true per-slide shares and
+    activities (per-gene alpha) with a per-gene Gaussian whose std is the root mean square of its
+    ``folds``-fold cross-fitted training residuals, scored like the Gaussian models.
+
+    Not a strict bound (a std that varies within a gene can beat it), but the CRPS a perfect
+    image model with a per-gene spread would reach.
+    """
+    from sklearn.model_selection import KFold
+
+    oof = np.zeros_like(y_tr)
+    for a, b in KFold(folds, shuffle=True, random_state=0).split(x_tr):
+        oof[b] = ridge_baseline(x_tr[a], y_tr[a], x_tr[b], per_gene=True)
+    sd = np.sqrt(np.mean((oof - y_tr) ** 2, axis=0))  # (G,)
+    mean = ridge_baseline(x_tr, y_tr, x_te, per_gene=True)  # (n_te, G)
+    return score(truth, mean, std=np.broadcast_to(sd, mean.shape))
+
+
 def run_baseline(name: str, train, val, test, *, seed: int) -> dict:
     """Fit a ``rnafm cv`` registry model as cv does (``fit(train, val)``) and score it."""
     from rnafm.evaluate.baselines import build_regressor
@@ -378,6 +398,7 @@ def main() -> None:
     out["models"] = {
         name: run_baseline(name, train, val, test, seed=args.seed) for name in BASELINES
     }
+    out["oracle_gaussian"] = oracle_gaussian(meta["oracle"][tr], y[tr], meta["oracle"][te], truth)
     out["models"]["rnafm"] = rnafm_scores(
         root / "run", val, test, draws=args.draws, seed=args.seed, train_s=main_run["train_s"]
     )
