@@ -353,7 +353,13 @@ def test_run_records_its_mean_mix_and_widens_for_a_novel_slide(tiny_cohort, tiny
     from rnafm.training.run import SPREAD
 
     cal = json.loads((tiny_run / "calibration.json").read_text())
-    assert {"blend", "head_weight", "spread_power", "coverage_crossfit"} <= set(cal)
+    assert {
+        "blend",
+        "head_weight",
+        "head_weight_slope",
+        "spread_power",
+        "coverage_crossfit",
+    } <= set(cal)
     assert (tiny_run / SPREAD).is_file()
     metrics = json.loads((tiny_run / "val_metrics.json").read_text())
     assert metrics["image_path"]["epochs"] >= 1
@@ -377,3 +383,59 @@ def test_run_records_its_mean_mix_and_widens_for_a_novel_slide(tiny_cohort, tiny
     ]
     assert lev[1].mean() > lev[0].mean()  # the novel slides are further from the training ones
     assert np.isfinite(novel.upper).all()
+
+
+def test_gene_head_weights_rise_with_the_signal_and_mix_each_gene():
+    from rnafm.training.targets import gene_head_weights
+
+    signal = np.array([0.0, 0.2, 0.5, 0.9])
+    assert gene_head_weights(0.25, 0.0, signal) == 0.25  # no slope: one weight for all
+    assert gene_head_weights(0.25, 1.0, None) == 0.25  # no signal (no prior): one weight
+    np.testing.assert_allclose(gene_head_weights(0.25, 1.0, signal), [0.25, 0.45, 0.75, 1.0])
+    rng = np.random.default_rng(4)
+    t = _transform(4)
+    x = rng.normal(size=(3, 5, 4))  # (n, S, G)
+    prior, head = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    w = gene_head_weights(0.25, 1.0, signal)  # (G,)
+    out = t.to_log2(x, prior, blend=1.0, head_z=head, head_weight=w).mean(axis=1)
+    flow = prior + t.res_scale * x.mean(axis=1)  # (n, G)
+    np.testing.assert_allclose(out, ((1 - w) * flow + w * head) * t.std + t.mean, atol=1e-10)
+
+
+@pytest.mark.parametrize("planted", [True, False])
+def test_validation_leans_on_the_head_where_the_image_signal_is_strong(planted):
+    """A head that is accurate exactly on the genes the prior finds image signal in: validation
+    must give it a weight that rises with the signal (slope > 0) and a better PCC than any one
+    weight; a head as good as prior + flow on every gene keeps one weight (slope 0)."""
+    from types import SimpleNamespace
+
+    from rnafm.metrics import mean_pcc
+    from rnafm.training.config import TrainConfig
+    from rnafm.training.run import Normalisation
+    from rnafm.training.targets import Targets
+    from rnafm.training.validate import Validator
+
+    rng = np.random.default_rng(9)
+    n, g = 150, 41
+    signal = np.linspace(0.0, 0.8, g)  # (G,)
+    truth = rng.normal(size=(n, g))  # (n, G) z = log2 (mean 0, std 1)
+    v = Validator.__new__(Validator)
+    v.config = TrainConfig()
+    v.y = truth
+    v.targets = Targets(
+        norm=Normalisation(mean=np.zeros(g), std=np.ones(g)),
+        prior=SimpleNamespace(res_std=np.sqrt(1.0 - signal)),
+    )
+    v.blends = (1.0,)
+    v.prior_z = truth + rng.normal(size=(n, g))  # prior + flow: the same error on every gene
+    head_sd = 0.2 + 2.0 * (1.0 - signal / 0.8) if planted else np.ones(g)  # (G,)
+    head_z = truth + rng.normal(size=(n, g)) * head_sd
+    x = np.zeros((n, 2, g))  # no flow correction: the centre is the prior
+    grid = v._grid(x, head_z)
+    blend, weight, slope = v._best(grid)
+    flat = max(val for k, val in grid.items() if k[2] == 0.0)
+    if planted:
+        assert slope > 0 and grid[(blend, weight, slope)] > flat + 0.02
+        assert mean_pcc(head_z, truth) < grid[(blend, weight, slope)]
+    else:
+        assert (weight, slope) == (0.5, 0.0)

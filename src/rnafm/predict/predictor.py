@@ -186,7 +186,7 @@ class Predictor:
         components (prior, flow blend, slide head) and spread."""
         from rnafm.flow.draws import slide_embeddings, slide_estimates
         from rnafm.training.run import SPREAD
-        from rnafm.training.targets import Spread
+        from rnafm.training.targets import Spread, gene_head_weights
 
         cal = self.calibration
         weight = float(cal.get("head_weight", 0.0))
@@ -203,7 +203,11 @@ class Predictor:
             self.targets.prior_z(data.clusters, data.sizes),
             blend=float(cal.get("blend", 1.0)),
             head_z=head_z,
-            head_weight=weight if head_z is not None else 0.0,
+            head_weight=gene_head_weights(
+                weight, float(cal.get("head_weight_slope", 0.0)), self.targets.signal
+            )
+            if head_z is not None
+            else 0.0,
             spread=spread,
             slide_factor=factor,
         )  # (n, S, G)

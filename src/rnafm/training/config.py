@@ -85,6 +85,12 @@ class ValidationConfig(BaseModel):
         description="Weights of the slide head's direct estimate in the predictive mean "
         "(1 - w on the prior + flow mean) tried on validation when the model has a slide head.",
     )
+    head_weight_slopes: tuple[float, ...] = Field(
+        (0.0, 0.5, 1.0, 2.0),
+        description="Slopes s of the slide head's weight in each gene's image signal tried on "
+        "validation with every head weight w: gene g gets clip(w + s R2_g, 0, 1), R2_g the ridge "
+        "prior's cross-fitted R^2 (genes the image predicts well lean on the attention head).",
+    )
     spread_powers: tuple[float, ...] = Field(
         (0.0, 0.5, 1.0),
         description="How much of the flow's slide-specific spread the interval keeps: the std "

@@ -528,6 +528,7 @@ def _finish(out, ema, validator, config, device, state, train, y_model) -> Path:
             for k in (
                 "blend",
                 "head_weight",
+                "head_weight_slope",
                 "spread_power",
                 "pcc_mean",
                 "pcc_by_component",

@@ -21,6 +21,7 @@ __all__ = [
     "Spread",
     "Targets",
     "aligned_expression",
+    "gene_head_weights",
     "prepare_targets",
     "load_targets",
 ]
@@ -376,7 +377,7 @@ class OutputTransform:
         *,
         blend: float = 1.0,
         head_z: np.ndarray | None = None,
-        head_weight: float = 0.0,
+        head_weight: float | np.ndarray = 0.0,
         spread: Spread | None = None,
         slide_factor: np.ndarray | None = None,
     ) -> np.ndarray:
@@ -385,7 +386,8 @@ class OutputTransform:
         With a prior, ``blend`` shrinks the flow's mean correction towards the prior (chosen
         on validation): the flow's mean becomes ``prior + blend scale mean_x``. With the slide
         head's estimate ``head_z`` (n, G), the predictive mean is ``(1 - head_weight)`` times
-        that plus ``head_weight`` times the head. The draws keep the flow's deviations from
+        that plus ``head_weight`` times the head (one weight, or one per gene (G,): see
+        :func:`gene_head_weights`). The draws keep the flow's deviations from
         their mean, in ``res_scale`` units or, with ``spread``, rescaled by it (by
         ``slide_factor`` (n,), from :meth:`Spread.slide_factor`, and by the spread's error trend
         at the predictive mean, :meth:`Spread.entry_factor`).
@@ -396,9 +398,10 @@ class OutputTransform:
         if prior_z is not None:
             centre = prior_z[:, None, :] + blend * centre  # (n, 1, G)
         disagreement = None  # (n, 1, G) head minus prior + flow
-        if head_z is not None and head_weight > 0:
+        if head_z is not None and np.any(np.asarray(head_weight) > 0):
             disagreement = head_z[:, None, :] - centre
-            centre = (1.0 - head_weight) * centre + head_weight * head_z[:, None, :]  # (n, 1, G)
+            w = np.asarray(head_weight, dtype=np.float64)  # () or (G,)
+            centre = (1.0 - w) * centre + w * head_z[:, None, :]  # (n, 1, G)
         if spread is None:
             dev = dev * self.res_scale  # (n, S, G)
         else:
@@ -412,6 +415,15 @@ class OutputTransform:
             if entry is not None:
                 dev = dev * entry  # (n, S, G)
         return (centre + dev) * self.std + self.mean  # (n, S, G)
+
+
+def gene_head_weights(weight: float, slope: float, signal: np.ndarray | None) -> float | np.ndarray:
+    """The slide head's weight in the predictive mean: ``weight`` for every gene, or with a
+    ``slope`` and the genes' image ``signal`` (G,) (:attr:`Targets.signal`),
+    ``clip(weight + slope * signal, 0, 1)`` per gene."""
+    if not slope or signal is None:
+        return float(weight)
+    return np.clip(weight + slope * np.asarray(signal, dtype=np.float64), 0.0, 1.0)  # (G,)
 
 
 def aligned_expression(data, genes: list[str], what: str) -> np.ndarray:
@@ -443,6 +455,14 @@ class Targets:
         """Model space -> log2(x+1)."""
         scale = self.prior.res_std if self.prior is not None else np.ones_like(self.norm.mean)
         return OutputTransform(mean=self.norm.mean, std=self.norm.std, res_scale=scale)
+
+    @property
+    def signal(self) -> np.ndarray | None:
+        """(G,) each gene's image signal, the ridge prior's cross-fitted R^2 on the z scale
+        (``1 - res_std ** 2``, clipped to [0, 1]); None without a prior."""
+        if self.prior is None:
+            return None
+        return np.clip(1.0 - np.asarray(self.prior.res_std, dtype=np.float64) ** 2, 0.0, 1.0)
 
     def prior_z(self, clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray | None:
         """Prior z-scores (n, G) of slides, or None without a prior."""

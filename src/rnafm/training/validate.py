@@ -16,7 +16,14 @@ from rnafm.metrics import (
     mean_pcc,
 )
 from rnafm.training.config import CalibrationMethod, TrainConfig
-from rnafm.training.targets import Difficulty, ErrorTrend, Novelty, Spread, Targets
+from rnafm.training.targets import (
+    Difficulty,
+    ErrorTrend,
+    Novelty,
+    Spread,
+    Targets,
+    gene_head_weights,
+)
 
 __all__ = ["Validator", "uncalibrated"]
 
@@ -32,6 +39,7 @@ def uncalibrated(config: TrainConfig, note: str, *, head: bool = False) -> dict:
         "multiplier": z,
         "blend": 0.0 if config.prior.kind.value != "none" else 1.0,
         "head_weight": 0.5 if head else 0.0,
+        "head_weight_slope": 0.0,
         "note": note,
     }
 
@@ -49,7 +57,9 @@ class Validator:
     The selection metric is the mean per-gene PCC of the mean of several draws (antithetic
     pairs), not of one noisy draw. With a ridge prior the flow's mean correction is shrunk by
     a factor ``blend`` in ``validation.blends``; with a slide head its estimate is mixed in
-    with a weight in ``validation.head_weights``; the best combination's PCC is the metric.
+    with a weight in ``validation.head_weights`` that may rise with each gene's image signal
+    (``validation.head_weight_slopes``, with a ridge prior); the best combination's PCC is the
+    metric.
     """
 
     def __init__(self, val, y_val: np.ndarray, targets: Targets, config: TrainConfig, device):
@@ -78,17 +88,32 @@ class Validator:
             antithetic=self.config.antithetic,
         )  # (n, S, G)
 
-    def _grid(self, x: np.ndarray, head_z: np.ndarray | None) -> dict[tuple[float, float], float]:
-        """Mean per-gene PCC of the predictive mean for every (blend, head weight)."""
-        weights = tuple(self.config.validation.head_weights) if head_z is not None else (0.0,)
+    def _grid(
+        self, x: np.ndarray, head_z: np.ndarray | None
+    ) -> dict[tuple[float, float, float], float]:
+        """Mean per-gene PCC of the predictive mean for every (blend, head weight, slope)."""
+        v = self.config.validation
+        weights = tuple(v.head_weights) if head_z is not None else (0.0,)
+        signal = self.targets.signal
+        slopes = tuple(v.head_weight_slopes) if head_z is not None and signal is not None else ()
+        slopes = tuple(dict.fromkeys((0.0, *slopes)))
         x_mean = x.mean(axis=1, keepdims=True)  # (n, 1, G): the draws' mean is all that matters
         out = {}
-        for b, w in itertools.product(self.blends, weights):
+        for b, w, s in itertools.product(self.blends, weights, slopes):
+            if s and w >= 1.0:
+                continue  # clipped to 1 for every gene: the same as slope 0
             log2 = self.targets.transform.to_log2(
-                x_mean, self.prior_z, blend=b, head_z=head_z, head_weight=w
-            )  # (n, 1, G)
-            out[(b, w)] = mean_pcc(log2[:, 0], self.y)
+                x_mean, self.prior_z, blend=b, head_z=head_z,
+                head_weight=gene_head_weights(w, s, signal),
+            )  # (n, 1, G)  # fmt: skip
+            out[(b, w, s)] = mean_pcc(log2[:, 0], self.y)
         return out
+
+    @staticmethod
+    def _best(grid: dict, keys=None) -> tuple[float, float, float]:
+        """The best (blend, head weight, slope): highest PCC; ties to the larger blend, the
+        smaller weight and slope."""
+        return max(keys or grid, key=lambda k: (grid[k], k[0], -k[1], -k[2]))
 
     def _flow_pcc(self, x: np.ndarray) -> float:
         """PCC of the prior + the flow's full mean correction (no slide head)."""
@@ -110,11 +135,12 @@ class Validator:
         head_z = slide_estimates(model, self.val.clusters, self.val.sizes, device=self.device)
         grid = self._grid(x, head_z)
         candidates = [k for k in grid if k[0] > 0] or list(grid)
-        best = max(candidates, key=lambda k: (grid[k], k[0], -k[1]))
+        best = self._best(grid, candidates)
         return {
             "val_pcc": grid[best],
             "val_blend": best[0],
             "val_head_weight": best[1],
+            "val_head_weight_slope": best[2],
             "val_pcc_flow": self._flow_pcc(x),
             **({} if head_z is None else {"val_pcc_head": mean_pcc(head_z, self.z)}),
         }
@@ -167,9 +193,7 @@ class Validator:
         gene_mean = self.targets.norm.mean  # (G,) log2
         offset = centre_log2 - gene_mean  # (n, G) predicted level, log2 units from the mean
         trend_powers = tuple(v.trend_powers)
-        signal = None  # (G,) the prior's cross-fitted R^2 per gene (z units: 1 - res_scale^2)
-        if self.prior_z is not None:
-            signal = np.clip(1.0 - base**2, 0.0, 1.0)
+        signal = self.targets.signal  # (G,) the prior's cross-fitted R^2 per gene, or None
 
         def fit_trend(fit: np.ndarray) -> ErrorTrend:
             g = np.maximum(scale(fit, np.ones_like(err), 0.5), 1e-12)  # (G,) this half's scale
@@ -223,8 +247,9 @@ class Validator:
         x = self._draws(model, draws=cal.draws, sampler=self.config.sampler, seed=self.config.seed)
         head_z = slide_estimates(model, self.val.clusters, self.val.sizes, device=self.device)
         grid = self._grid(x, head_z)
-        blend, weight = max(grid, key=lambda k: (grid[k], k[0], -k[1]))
-        mix = {"blend": blend, "head_z": head_z, "head_weight": weight}
+        blend, weight, slope = self._best(grid)
+        gene_w = gene_head_weights(weight, slope, self.targets.signal)  # () or (G,)
+        mix = {"blend": blend, "head_z": head_z, "head_weight": gene_w}
         plain = self.targets.transform.to_log2(x, self.prior_z, **mix)  # (n, S, G)
         novelty = difficulty = emb = None
         if train is not None:
@@ -234,7 +259,7 @@ class Validator:
                 difficulty = Difficulty.fit(emb_train, residuals)
             emb = slide_embeddings(model, self.val.clusters, self.val.sizes, device=self.device)
         disagreement = None  # (n, G) the slide head minus prior + flow, z units
-        if head_z is not None and weight > 0:
+        if head_z is not None and np.any(np.asarray(gene_w) > 0):
             flow = self.targets.transform.to_log2(
                 x.mean(axis=1, keepdims=True), self.prior_z, blend=blend
             )[:, 0]  # (n, G)
@@ -262,6 +287,7 @@ class Validator:
             "multiplier": q,
             "blend": blend,
             "head_weight": weight,
+            "head_weight_slope": slope,
             "spread_power": spread.power,
             "spread_novelty": spread.novelty is not None,
             "spread_novelty_power": spread.novelty_power,
@@ -270,11 +296,11 @@ class Validator:
             "spread_trend_coef": None if spread.trend is None else spread.trend.coef.tolist(),
             "crps_by_spread": crps_by_power,
             "pcc_by_component": components,
-            "pcc_by_blend": {f"{b}/{w}": v for (b, w), v in grid.items()},
+            "pcc_by_blend": {f"{b}/{w}/{s}": v for (b, w, s), v in grid.items()},
             "draws": cal.draws,
             "sampler": self.config.sampler.model_dump(mode="json"),
             "n_slides": len(self.val.slide_ids),
-            "pcc_mean": grid[(blend, weight)],
+            "pcc_mean": grid[(blend, weight, slope)],
             "pcc_mean_note": "selected on this validation split (optimistic)",
             "prior_pcc": self.prior_pcc,
             "coverage_raw": coverage(self.y, mean - z * std, mean + z * std),
