@@ -439,3 +439,27 @@ def test_validation_leans_on_the_head_where_the_image_signal_is_strong(planted):
         assert mean_pcc(head_z, truth) < grid[(blend, weight, slope)]
     else:
         assert (weight, slope) == (0.5, 0.0)
+
+
+def test_prediction_mixes_the_head_per_gene_even_without_a_base_weight(tiny_cohort, tiny_run):
+    """calibration.json with head weight 0 and a slope: genes with image signal must still get
+    the slide head (the mean is each gene's mix of the head-free and the head-only means)."""
+    import rnafm
+
+    model = rnafm.load_model(tiny_run)
+    data = model.load_data(
+        tiny_cohort["root"] / "features", reference=tiny_cohort["root"] / "test.csv"
+    )
+    signal = model.targets.signal
+    assert signal is not None and signal.max() > 0.05
+
+    def mean_with(weight, slope):
+        model.calibration = {
+            **model.calibration, "head_weight": weight, "head_weight_slope": slope
+        }  # fmt: skip
+        return model.predict_data(data, draws=4, seed=0).mean.astype(np.float64)
+
+    none, head, mixed = mean_with(0.0, 0.0), mean_with(1.0, 0.0), mean_with(0.0, 2.0)
+    w = np.clip(2.0 * signal, 0.0, 1.0)  # (G,)
+    np.testing.assert_allclose(mixed, (1 - w) * none + w * head, atol=1e-4)
+    assert np.abs(mixed - none).max() > 1e-3

@@ -189,9 +189,13 @@ class Predictor:
         from rnafm.training.targets import Spread, gene_head_weights
 
         cal = self.calibration
-        weight = float(cal.get("head_weight", 0.0))
+        weights = gene_head_weights(
+            float(cal.get("head_weight", 0.0)),
+            float(cal.get("head_weight_slope", 0.0)),
+            self.targets.signal,
+        )  # () or (G,)
         head_z = None
-        if weight > 0:
+        if np.any(np.asarray(weights) > 0):
             head_z = slide_estimates(self.model, data.clusters, data.sizes, device=self.device)
         spread = Spread.load(self.run_dir / SPREAD)
         factor = None
@@ -203,11 +207,7 @@ class Predictor:
             self.targets.prior_z(data.clusters, data.sizes),
             blend=float(cal.get("blend", 1.0)),
             head_z=head_z,
-            head_weight=gene_head_weights(
-                weight, float(cal.get("head_weight_slope", 0.0)), self.targets.signal
-            )
-            if head_z is not None
-            else 0.0,
+            head_weight=weights if head_z is not None else 0.0,
             spread=spread,
             slide_factor=factor,
         )  # (n, S, G)
