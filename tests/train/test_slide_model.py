@@ -437,6 +437,10 @@ def test_validation_leans_on_the_head_where_the_image_signal_is_strong(planted):
     if planted:
         assert slope > 0 and grid[(blend, weight, slope)] > flat + 0.02
         assert mean_pcc(head_z, truth) < grid[(blend, weight, slope)]
+        # too few validation slides to tell a per-gene weight from one weight: none tried
+        few = v.config.validation.head_slope_min_slides - 1
+        v.y, v.prior_z = truth[:few], v.prior_z[:few]
+        assert {k[2] for k in v._grid(x[:few], head_z[:few])} == {0.0}
     else:
         assert (weight, slope) == (0.5, 0.0)
 

@@ -91,6 +91,12 @@ class ValidationConfig(BaseModel):
         "validation with every head weight w: gene g gets clip(w + s R2_g, 0, 1), R2_g the ridge "
         "prior's cross-fitted R^2 (genes the image predicts well lean on the attention head).",
     )
+    head_slope_min_slides: int = Field(
+        20,
+        ge=1,
+        description="Fewest validation slides for which the slopes are tried (with fewer, "
+        "validation PCCs cannot tell a per-gene weight from one weight; slope 0 is used).",
+    )
     spread_powers: tuple[float, ...] = Field(
         (0.0, 0.5, 1.0),
         description="How much of the flow's slide-specific spread the interval keeps: the std "

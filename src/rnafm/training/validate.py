@@ -95,7 +95,9 @@ class Validator:
         v = self.config.validation
         weights = tuple(v.head_weights) if head_z is not None else (0.0,)
         signal = self.targets.signal
-        slopes = tuple(v.head_weight_slopes) if head_z is not None and signal is not None else ()
+        slopes = ()
+        if head_z is not None and signal is not None and len(self.y) >= v.head_slope_min_slides:
+            slopes = tuple(v.head_weight_slopes)
         slopes = tuple(dict.fromkeys((0.0, *slopes)))
         x_mean = x.mean(axis=1, keepdims=True)  # (n, 1, G): the draws' mean is all that matters
         out = {}
