@@ -467,3 +467,47 @@ def test_prediction_mixes_the_head_per_gene_even_without_a_base_weight(tiny_coho
     w = np.clip(2.0 * signal, 0.0, 1.0)  # (G,)
     np.testing.assert_allclose(mixed, (1 - w) * none + w * head, atol=1e-4)
     assert np.abs(mixed - none).max() > 1e-3
+
+
+@pytest.mark.parametrize("with_prior", [True, False])
+@pytest.mark.parametrize("with_head", [True, False])
+def test_validation_grid_in_closed_form_equals_the_plain_loop(with_prior, with_head):
+    """The grid's closed-form PCCs equal mean_pcc of each mixed prediction (to_log2), with odd
+    sizes, a gene whose prediction is constant and one whose truth is constant."""
+    from types import SimpleNamespace
+
+    from rnafm.metrics import mean_pcc
+    from rnafm.training.config import TrainConfig
+    from rnafm.training.run import Normalisation
+    from rnafm.training.targets import Targets, gene_head_weights
+    from rnafm.training.validate import Validator
+
+    rng = np.random.default_rng(12)
+    n, s, g = 23, 3, 17
+    res_std = rng.uniform(0.3, 1.0, g)
+    v = Validator.__new__(Validator)
+    v.config = TrainConfig()
+    v.config.validation.head_slope_min_slides = 5
+    norm = Normalisation(mean=rng.normal(4, 2, g), std=rng.uniform(0.5, 2, g))
+    v.targets = Targets(norm=norm, prior=SimpleNamespace(res_std=res_std) if with_prior else None)
+    v.blends = (0.0, 0.5, 1.0) if with_prior else (1.0,)
+    v.y = rng.normal(5, 1, (n, g))
+    v.y[:, 3] = 2.0  # constant truth
+    v.prior_z = rng.normal(size=(n, g)) if with_prior else None
+    x = rng.normal(size=(n, s, g))
+    head_z = rng.normal(size=(n, g)) if with_head else None
+    x[:, :, 5] = 0.0  # a gene whose prediction is constant (with the other parts)
+    if with_prior:
+        v.prior_z[:, 5] = 0.3
+    if with_head:
+        head_z[:, 5] = -0.2
+    grid = v._grid(x, head_z)
+    # blends x weights (0, .25, .5, .75 with every slope; 1 with slope 0) when both are known
+    want = {(True, True): 3 * 17, (False, True): 5, (True, False): 3, (False, False): 1}
+    assert len(grid) == want[(with_prior, with_head)]
+    t = v.targets.transform
+    for (b, w, slope), got in grid.items():
+        ww = gene_head_weights(w, slope, v.targets.signal)
+        log2 = t.to_log2(x.mean(axis=1, keepdims=True), v.prior_z, blend=b, head_z=head_z,
+                         head_weight=ww)[:, 0]  # fmt: skip
+        assert got == pytest.approx(mean_pcc(log2, v.y), abs=1e-9), (b, w, slope)
