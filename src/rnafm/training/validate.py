@@ -77,9 +77,11 @@ class _MixPcc:
         n = len(y)
         y_scale = np.maximum(np.abs(y).max(axis=0) if n else 1.0, 1.0)  # (G,)
         self.y_const = np.sqrt(self.vy / max(n, 1)) <= 1e-10 * y_scale  # as metrics._constant
-        self.tiny = 1e-20 * max(n, 1) * np.maximum(np.abs(comps[0]).max(axis=0), 1.0) ** 2
+        big = np.maximum(np.abs(np.stack(comps)).max(axis=(0, 1)) if n else 1.0, 1.0)  # (G,)
+        self.tiny = 1e-20 * max(n, 1) * big**2  # (G,) a mix's variance at rounding level
 
     def mean_pcc(self, blend: float, weight) -> float:
+        """Mean per-gene PCC of the mix with ``blend`` and head ``weight`` (() or (G,))."""
         w = np.asarray(weight, dtype=np.float64)  # () or (G,)
         a = np.stack(np.broadcast_arrays(
             (1.0 - w) if self.has_prior else 0.0 * w,
