@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "paper_scale_train.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("paper_scale_train", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+SCRIPT = (
+    "paper_scale_train"  # the ``bench`` fixture (conftest.py) loads benchmarks/paper_scale_train.py
+)
 
 
 def test_relabel_keeps_known_symbols_and_fills_the_rest_in_order(bench):
