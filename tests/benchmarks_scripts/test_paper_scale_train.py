@@ -7,9 +7,8 @@ import json
 import numpy as np
 import pytest
 
-SCRIPT = (
-    "paper_scale_train"  # the ``bench`` fixture (conftest.py) loads benchmarks/paper_scale_train.py
-)
+# the ``bench`` fixture (conftest.py) loads benchmarks/<SCRIPT>.py
+SCRIPT = "paper_scale_train"
 
 
 def test_relabel_keeps_known_symbols_and_fills_the_rest_in_order(bench):

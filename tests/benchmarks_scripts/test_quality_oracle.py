@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-SCRIPT = "quality"  # the ``bench`` fixture (conftest.py) loads benchmarks/quality.py
+# the ``bench`` fixture (conftest.py) loads benchmarks/<SCRIPT>.py
+SCRIPT = "quality"
 
 
 def test_oracle_gaussian_reaches_the_crps_of_the_true_distribution(bench):
