@@ -18,6 +18,7 @@ from scipy import stats
 
 __all__ = [
     "TOP_K",
+    "constant_columns",
     "pearson",
     "per_gene_pcc",
     "mean_pcc",
@@ -46,8 +47,9 @@ def _as2d(a) -> np.ndarray:
     return a[:, None] if a.ndim == 1 else a
 
 
-def _constant(a: np.ndarray, ss: np.ndarray) -> np.ndarray:
-    """Columns whose spread is at rounding level (their correlation is undefined)."""
+def constant_columns(a: np.ndarray, ss: np.ndarray) -> np.ndarray:
+    """Columns of ``a`` (n, G) whose spread ``ss`` (G,), the root of their sum of squared
+    deviations, is at rounding level (their correlation is undefined)."""
     scale = np.maximum(np.abs(a).max(0) if len(a) else 1.0, 1.0)
     return ss / np.sqrt(max(len(a), 1)) <= 1e-10 * scale
 
@@ -60,7 +62,7 @@ def _pearson_r(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, int]:
     sy = np.sqrt((yc**2).sum(0))  # (G,)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (xc * yc).sum(0) / (sx * sy)  # (G,)
-    r[_constant(x, sx) | _constant(y, sy)] = np.nan
+    r[constant_columns(x, sx) | constant_columns(y, sy)] = np.nan
     return np.clip(r, -1.0, 1.0), x.shape[0]
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from rnafm.flow.draws import draw_samples, slide_embeddings, slide_estimates, summarise
 from rnafm.metrics import (
     conformal_multiplier,
+    constant_columns,
     coverage,
     crps_gaussian,
     gaussian_multiplier,
@@ -75,8 +76,7 @@ class _MixPcc:
         self.cy = np.einsum("ing,ng->ig", u, yc)  # (3, G)
         self.vy = (yc**2).sum(axis=0)  # (G,)
         n = len(y)
-        y_scale = np.maximum(np.abs(y).max(axis=0) if n else 1.0, 1.0)  # (G,)
-        self.y_const = np.sqrt(self.vy / max(n, 1)) <= 1e-10 * y_scale  # as metrics._constant
+        self.y_const = constant_columns(y, np.sqrt(self.vy))  # (G,) as in mean_pcc
         big = np.maximum(np.abs(np.stack(comps)).max(axis=(0, 1)) if n else 1.0, 1.0)  # (G,)
         self.tiny = 1e-20 * max(n, 1) * big**2  # (G,) a mix's variance at rounding level
 
