@@ -80,6 +80,27 @@ def test_loss_equals_manual_mse():
     torch.testing.assert_close(explicit, manual)
 
 
+
+def test_noise_end_time_sampling_squares_the_uniform_draw():
+    class TimeEcho(torch.nn.Module):  # velocity = t, so the loss reveals the t drawn
+        def forward(self, x_t, t, cond):
+            return torch.zeros_like(x_t) + t[:, None]
+
+    cond = Condition(torch.zeros(6, 2))
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(6, 3, generator=g)  # the objective draws x0 first, then u
+    u = torch.rand(6, generator=g)
+    for mode, t in (("uniform", u), ("noise_end", u**2)):
+        # x1 = x0: the target velocity is 0, so the loss is mean(t^2)
+        loss = flow_matching_loss(TimeEcho(), x0, cond, generator=torch.Generator().manual_seed(5),
+                                  time_sampling=mode)  # fmt: skip
+        torch.testing.assert_close(loss, torch.mean(t**2))
+    big = torch.zeros(20000, 1)
+    loss = flow_matching_loss(TimeEcho(), big, Condition(torch.zeros(20000, 1)), x0=big,
+                              generator=torch.Generator().manual_seed(0),
+                              time_sampling="noise_end")  # fmt: skip
+    assert abs(loss.item() - 1 / 5) < 0.01  # E[t^2] = E[u^4] = 1/5 (uniform: 1/3)
+
 def test_euler_one_step_is_x0_plus_v():
     gen = torch.Generator().manual_seed(1)
     a = torch.randn(6, generator=gen)

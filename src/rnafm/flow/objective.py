@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from rnafm.flow.options import TimeSampling
 from rnafm.flow.path import LinearPath
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ def flow_matching_loss(
     path: LinearPath | None = None,
     x0: Tensor | None = None,
     t: Tensor | None = None,
+    time_sampling: TimeSampling = TimeSampling.UNIFORM,
 ) -> Tensor:
     """Mean squared error between the model velocity and the path's target velocity.
 
@@ -41,6 +43,10 @@ def flow_matching_loss(
         Probability path (default :class:`LinearPath`).
     x0, t
         Use these instead of drawing them.
+    time_sampling
+        How t is drawn: ``uniform``, or ``noise_end`` (t = u ** 2 of the same uniform u, so
+        the steps near the noise end, where the velocity is the condition's mean of the data,
+        weigh more).
 
     Returns
     -------
@@ -52,6 +58,8 @@ def flow_matching_loss(
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)  # (B, G)
     if t is None:
         t = torch.rand(x1.shape[0], generator=generator, device=x1.device, dtype=x1.dtype)  # (B,)
+        if TimeSampling(time_sampling) is TimeSampling.NOISE_END:
+            t = t * t
     x_t, u_t = path.sample(x0, x1, t)  # (B, G) each
     v = model(x_t, t, cond)  # (B, G)
     return torch.mean((v - u_t) ** 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Solver"]
+__all__ = ["Solver", "TimeSampling"]
 
 
 class Solver(str, Enum):
@@ -14,3 +14,10 @@ class Solver(str, Enum):
     HEUN = "heun"
     MIDPOINT = "midpoint"
     DOPRI5 = "dopri5"
+
+
+class TimeSampling(str, Enum):
+    """How the flow-matching loss draws its time step t (0: noise, 1: data)."""
+
+    UNIFORM = "uniform"  # t ~ U(0, 1)
+    NOISE_END = "noise_end"  # t = u ** 2, u ~ U(0, 1): density 1 / (2 sqrt(t)), towards the noise

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rnafm.cohort.reference import ExpressionScale
 from rnafm.features.clusters import ClusterConfig
 from rnafm.flow import SamplerConfig
+from rnafm.flow.options import TimeSampling
 from rnafm.model.config import ModelConfig
 from rnafm.pathways import TokenConfig
 from rnafm.training.options import CalibrationMethod, Device, PriorKind, Schedule
@@ -228,6 +229,11 @@ class TrainConfig(BaseModel):
         True,
         description="Draw sampling noise in antithetic pairs (z, -z) so the mean of few draws "
         "is less noisy (validation and prediction).",
+    )
+    time_sampling: TimeSampling = Field(
+        TimeSampling.UNIFORM,
+        description="How the flow-matching loss draws its time step: uniform, or noise_end "
+        "(t = u^2: more steps near the noise end, where the velocity is the slide's mean).",
     )
     clusters: ClusterConfig = Field(
         default_factory=lambda: ClusterConfig(max_iter=20, fit_tiles=4096),

@@ -30,11 +30,14 @@ class FlowMatchingStep(nn.Module):
         An :class:`rnafm.model.RNAFM` (anything with ``encode_condition`` and
         ``forward(x_t, t, cond)``); held as ``self.model``, so ``state_dict`` keys gain a
         ``model.`` prefix: save ``step.model.state_dict()``.
+    time_sampling
+        How the loss draws t (:class:`rnafm.flow.TimeSampling`; default uniform).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, time_sampling: str = "uniform") -> None:
         super().__init__()
         self.model = model
+        self.time_sampling = time_sampling
 
     def forward(
         self,
@@ -58,7 +61,9 @@ class FlowMatchingStep(nn.Module):
 
         full = self.model.encode_condition(clusters, sizes)  # Condition: vec (B, H)
         cond = self.model.drop_condition(full, drop)  # null rows where drop
-        loss = flow_matching_loss(self.model, x1, cond, generator=generator, x0=x0, t=t)  # ()
+        loss = flow_matching_loss(
+            self.model, x1, cond, generator=generator, x0=x0, t=t, time_sampling=self.time_sampling
+        )  # ()
         if head_target is not None and getattr(self.model, "slide_head", None) is not None:
             est = self.model.predict_slide(full)  # (B, G)
             loss = loss + torch.mean((est.float() - head_target) ** 2)  # ()
