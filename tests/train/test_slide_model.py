@@ -511,3 +511,52 @@ def test_validation_grid_in_closed_form_equals_the_plain_loop(with_prior, with_h
         log2 = t.to_log2(x.mean(axis=1, keepdims=True), v.prior_z, blend=b, head_z=head_z,
                          head_weight=ww)[:, 0]  # fmt: skip
         assert got == pytest.approx(mean_pcc(log2, v.y), abs=1e-9), (b, w, slope)
+
+
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_validation_pcc_is_the_one_expected_of_the_prediction_draws(antithetic):
+    """Validation scores a few draws; prediction averages more. The draws' noise lowers the
+    PCC of a few draws' mean, so the grid must report what the prediction's number of draws
+    (calibration.draws) gives: close to the PCC of that many draws' mean, well above the raw
+    PCC of the few. Without the correction a flow that learned the data's spread loses
+    against an untrained one whose draws coincide."""
+
+    from rnafm.metrics import mean_pcc
+    from rnafm.training.config import TrainConfig
+    from rnafm.training.run import Normalisation
+    from rnafm.training.targets import Targets
+    from rnafm.training.validate import Validator, mean_noise_var
+
+    rng = np.random.default_rng(21)
+    n, g, few, many = 301, 57, 4, 64
+    truth = rng.normal(size=(n, g))  # (n, G)
+    mu = 0.4 * truth + 0.6 * rng.normal(size=(n, g))  # the flow's own mean: PCC about 0.55
+
+    def draws(s):  # (n, s, G) around mu; antithetic pairs share their mean's noise
+        if not antithetic:
+            return mu[:, None] + rng.normal(size=(n, s, g))
+        pair = mu[:, None] + rng.normal(size=(n, s // 2, g))  # (n, P, G) pair means
+        d = rng.normal(size=(n, s // 2, g))
+        return np.stack([pair + d, pair - d], axis=2).reshape(n, s, g)
+
+    v = Validator.__new__(Validator)
+    v.config = TrainConfig(antithetic=antithetic)
+    v.config.calibration.draws = many
+    v.targets = Targets(norm=Normalisation(mean=np.zeros(g), std=np.ones(g)), prior=None)
+    v.blends, v.prior_z, v.y = (1.0,), None, truth
+    x_few, x_many = draws(few), draws(many)
+    got = v._grid(x_few, None)[(1.0, 0.0, 0.0)]
+    raw_few = mean_pcc(x_few.mean(axis=1), truth)
+    want = mean_pcc(x_many.mean(axis=1), truth)
+    assert raw_few < want - 0.08  # the few draws' noise matters here
+    assert abs(got - want) < 0.02
+    assert v._flow_pcc(x_few) == pytest.approx(got)
+    # the noise of the mean: pair means (antithetic) or single draws are the units
+    units = 0.5 * (x_few[:, 0::2] + x_few[:, 1::2]) if antithetic else x_few
+    np.testing.assert_allclose(
+        mean_noise_var(x_few, antithetic=antithetic),
+        units.var(axis=1, ddof=1) / units.shape[1],
+    )
+    # as many validation draws as the prediction's: nothing to correct
+    v.config.calibration.draws = few
+    assert v._grid(x_few, None)[(1.0, 0.0, 0.0)] == pytest.approx(raw_few, abs=1e-9)

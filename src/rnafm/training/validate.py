@@ -52,6 +52,21 @@ def _halves(patients: list[str], seed: int) -> np.ndarray:
     return np.array([p in first for p in patients])
 
 
+def mean_noise_var(x: np.ndarray, *, antithetic: bool) -> np.ndarray | None:
+    """Estimated variance (n, G) of the mean of the draws x (n, S, G) around the model's own
+    mean, from the spread of its independent units (antithetic pairs, or single draws); None
+    with fewer than two units."""
+    x = np.asarray(x, dtype=np.float64)
+    if antithetic:
+        p = x.shape[1] // 2
+        units = 0.5 * (x[:, 0 : 2 * p : 2] + x[:, 1 : 2 * p : 2])  # (n, P, G) pair means
+    else:
+        units = x  # (n, S, G)
+    if units.shape[1] < 2:
+        return None
+    return units.var(axis=1, ddof=1) / units.shape[1]  # (n, G)
+
+
 class _MixPcc:
     """Mean per-gene PCC of every mix of the predictive mean's components, in closed form.
 
@@ -61,9 +76,17 @@ class _MixPcc:
     variance follow from the components' (3 x 3) per-gene covariances, so each candidate costs
     O(G) instead of a pass over the (n, G) predictions; it equals :func:`rnafm.metrics.mean_pcc`
     of the mixed predictions (tested against that loop).
+
+    With ``corr_noise`` (n, G), the estimated variance of ``corr`` (the mean of the validation
+    draws) around the flow's own mean, and ``keep`` < 1, the PCC is the one expected of a mean
+    of more draws: ``keep`` = validation draws / prediction draws of that noise is kept in
+    each mix's variance (noise raises the variance and leaves the covariance with the truth
+    alone in expectation). Without it, a flow that has learned the spread of the data
+    scores below an untrained one whose draws all coincide, however well it has learned the
+    mean. The variance is never lowered below ``keep`` times its raw value (a mix of pure noise).
     """
 
-    def __init__(self, prior_z, corr, head_z, y) -> None:
+    def __init__(self, prior_z, corr, head_z, y, corr_noise=None, keep: float = 1.0) -> None:
         zero = np.zeros_like(corr)
         comps = [
             zero if c is None else np.asarray(c, dtype=np.float64) for c in (prior_z, corr, head_z)
@@ -79,6 +102,10 @@ class _MixPcc:
         self.y_const = constant_columns(y, np.sqrt(self.vy))  # (G,) as in mean_pcc
         big = np.maximum(np.abs(np.stack(comps)).max(axis=(0, 1)) if n else 1.0, 1.0)  # (G,)
         self.tiny = 1e-20 * max(n, 1) * big**2  # (G,) a mix's variance at rounding level
+        self.keep = float(keep)
+        self.noise = None  # (G,) the draw noise in cov[1, 1] that a mean of more draws loses
+        if corr_noise is not None and self.keep < 1.0:
+            self.noise = (1.0 - self.keep) * np.asarray(corr_noise).sum(axis=0) * (n - 1) / n
 
     def mean_pcc(self, blend: float, weight) -> float:
         """Mean per-gene PCC of the mix with ``blend`` and head ``weight`` (() or (G,))."""
@@ -91,6 +118,8 @@ class _MixPcc:
         if a.ndim == 1:
             a = a[:, None]  # (3, 1)
         var = np.einsum("ig,ijg,jg->g", a, self.cov, a)  # (G,)
+        if self.noise is not None:
+            var = np.maximum(var - a[1] ** 2 * self.noise, self.keep * var)  # (G,)
         cov = (a * self.cy).sum(axis=0)  # (G,)
         with np.errstate(invalid="ignore", divide="ignore"):
             r = cov / np.sqrt(var * self.vy)  # (G,)
@@ -136,10 +165,22 @@ class Validator:
             antithetic=self.config.antithetic,
         )  # (n, S, G)
 
+    def _mix(self, x: np.ndarray, head_z: np.ndarray | None) -> _MixPcc:
+        """The closed-form PCC of mixes of the prior, the draws' mean correction and the head,
+        as expected of the prediction's number of draws (``calibration.draws``)."""
+        res_scale = self.targets.transform.res_scale  # (G,)
+        corr = x.mean(axis=1) * res_scale  # (n, G) z units
+        noise = mean_noise_var(x, antithetic=self.config.antithetic)  # (n, G) model units
+        keep = min(1.0, x.shape[1] / self.config.calibration.draws)
+        if noise is not None:
+            noise = noise * res_scale**2  # (n, G) z units
+        return _MixPcc(self.prior_z, corr, head_z, self.y, corr_noise=noise, keep=keep)
+
     def _grid(
         self, x: np.ndarray, head_z: np.ndarray | None
     ) -> dict[tuple[float, float, float], float]:
-        """Mean per-gene PCC of the predictive mean for every (blend, head weight, slope)."""
+        """Mean per-gene PCC of the predictive mean for every (blend, head weight, slope), as
+        expected of the prediction's number of draws."""
         v = self.config.validation
         weights = tuple(v.head_weights) if head_z is not None else (0.0,)
         signal = self.targets.signal
@@ -148,8 +189,7 @@ class Validator:
             slopes = tuple(v.head_weight_slopes)
         slopes = tuple(dict.fromkeys((0.0, *slopes)))
         # the draws' mean is all that matters: z = prior + b corr, mixed with the head
-        corr = x.mean(axis=1) * self.targets.transform.res_scale  # (n, G) z units
-        mix = _MixPcc(self.prior_z, corr, head_z, self.y)
+        mix = self._mix(x, head_z)
         out = {}
         for b, w, s in itertools.product(self.blends, weights, slopes):
             if s and w >= 1.0:
@@ -164,11 +204,9 @@ class Validator:
         return max(keys or grid, key=lambda k: (grid[k], k[0], -k[1], -k[2]))
 
     def _flow_pcc(self, x: np.ndarray) -> float:
-        """PCC of the prior + the flow's full mean correction (no slide head)."""
-        log2 = self.targets.transform.to_log2(
-            x.mean(axis=1, keepdims=True), self.prior_z, blend=max(self.blends)
-        )  # (n, 1, G)
-        return mean_pcc(log2[:, 0], self.y)
+        """PCC of the prior + the flow's full mean correction (no slide head), as expected of
+        the prediction's number of draws."""
+        return self._mix(x, None).mean_pcc(max(self.blends), 0.0)
 
     def score(self, model) -> dict:
         """Selection metric of ``model``: the best combination's PCC with the validation sampler.
