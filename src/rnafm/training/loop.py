@@ -299,7 +299,8 @@ def _session(out, train, val, tokens, y_model, validator, config, ctx, device) -
     n, k, d = train.clusters.shape
     model = build_model(tokens, feature_dim=d, n_clusters=k, config=config.model).to(device)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    step_fn = FlowMatchingStep(model, config.time_sampling)  # wrapped in DDP by _start, once the image path is set
+    # wrapped in DDP by _start, once the image path is set
+    step_fn = FlowMatchingStep(model, config.time_sampling)
     opt = make_optimizer(model, config)
     gens = (
         torch.Generator().manual_seed(config.seed),

@@ -170,8 +170,10 @@ class Validator:
         as expected of the prediction's number of draws (``calibration.draws``)."""
         res_scale = self.targets.transform.res_scale  # (G,)
         corr = x.mean(axis=1) * res_scale  # (n, G) z units
-        noise = mean_noise_var(x, antithetic=self.config.antithetic)  # (n, G) model units
         keep = min(1.0, x.shape[1] / self.config.calibration.draws)
+        noise = None
+        if keep < 1.0:
+            noise = mean_noise_var(x, antithetic=self.config.antithetic)  # (n, G) model units
         if noise is not None:
             noise = noise * res_scale**2  # (n, G) z units
         return _MixPcc(self.prior_z, corr, head_z, self.y, corr_noise=noise, keep=keep)
