@@ -80,7 +80,6 @@ def test_loss_equals_manual_mse():
     torch.testing.assert_close(explicit, manual)
 
 
-
 def test_noise_end_time_sampling_squares_the_uniform_draw():
     class TimeEcho(torch.nn.Module):  # velocity = t, so the loss reveals the t drawn
         def forward(self, x_t, t, cond):
@@ -100,6 +99,7 @@ def test_noise_end_time_sampling_squares_the_uniform_draw():
                               generator=torch.Generator().manual_seed(0),
                               time_sampling="noise_end")  # fmt: skip
     assert abs(loss.item() - 1 / 5) < 0.01  # E[t^2] = E[u^4] = 1/5 (uniform: 1/3)
+
 
 def test_euler_one_step_is_x0_plus_v():
     gen = torch.Generator().manual_seed(1)

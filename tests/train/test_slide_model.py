@@ -520,7 +520,6 @@ def test_validation_pcc_is_the_one_expected_of_the_prediction_draws(antithetic):
     (calibration.draws) gives: close to the PCC of that many draws' mean, well above the raw
     PCC of the few. Without the correction a flow that learned the data's spread loses
     against an untrained one whose draws coincide."""
-
     from rnafm.metrics import mean_pcc
     from rnafm.training.config import TrainConfig
     from rnafm.training.run import Normalisation
