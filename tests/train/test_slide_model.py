@@ -511,6 +511,12 @@ def test_validation_grid_in_closed_form_equals_the_plain_loop(with_prior, with_h
         log2 = t.to_log2(x.mean(axis=1, keepdims=True), v.prior_z, blend=b, head_z=head_z,
                          head_weight=ww)[:, 0]  # fmt: skip
         assert got == pytest.approx(mean_pcc(log2, v.y), abs=1e-9), (b, w, slope)
+    # the flow's own PCC (prior + full correction, no head) is the same from a mix built with
+    # the head (what score and calibrate reuse) as from one without, and equals the loop's
+    flow = v._flow_pcc(x)
+    assert v._flow_pcc(x, v._mix(x, head_z)) == pytest.approx(flow, abs=1e-12)
+    log2 = t.to_log2(x.mean(axis=1, keepdims=True), v.prior_z, blend=max(v.blends))[:, 0]
+    assert flow == pytest.approx(mean_pcc(log2, v.y), abs=1e-9)
 
 
 @pytest.mark.parametrize("antithetic", [False, True])

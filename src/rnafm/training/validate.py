@@ -179,10 +179,11 @@ class Validator:
         return _MixPcc(self.prior_z, corr, head_z, self.y, corr_noise=noise, keep=keep)
 
     def _grid(
-        self, x: np.ndarray, head_z: np.ndarray | None
+        self, x: np.ndarray, head_z: np.ndarray | None, mix: _MixPcc | None = None
     ) -> dict[tuple[float, float, float], float]:
         """Mean per-gene PCC of the predictive mean for every (blend, head weight, slope), as
-        expected of the prediction's number of draws."""
+        expected of the prediction's number of draws (``mix``: ``self._mix(x, head_z)`` when
+        already built)."""
         v = self.config.validation
         weights = tuple(v.head_weights) if head_z is not None else (0.0,)
         signal = self.targets.signal
@@ -191,7 +192,7 @@ class Validator:
             slopes = tuple(v.head_weight_slopes)
         slopes = tuple(dict.fromkeys((0.0, *slopes)))
         # the draws' mean is all that matters: z = prior + b corr, mixed with the head
-        mix = self._mix(x, head_z)
+        mix = self._mix(x, head_z) if mix is None else mix
         out = {}
         for b, w, s in itertools.product(self.blends, weights, slopes):
             if s and w >= 1.0:
@@ -205,10 +206,11 @@ class Validator:
         smaller weight and slope."""
         return max(keys or grid, key=lambda k: (grid[k], k[0], -k[1], -k[2]))
 
-    def _flow_pcc(self, x: np.ndarray) -> float:
+    def _flow_pcc(self, x: np.ndarray, mix: _MixPcc | None = None) -> float:
         """PCC of the prior + the flow's full mean correction (no slide head), as expected of
-        the prediction's number of draws."""
-        return self._mix(x, None).mean_pcc(max(self.blends), 0.0)
+        the prediction's number of draws. A ``mix`` with a head gives the same (head weight
+        0), so one built for the grid is reused."""
+        return (self._mix(x, None) if mix is None else mix).mean_pcc(max(self.blends), 0.0)
 
     def score(self, model) -> dict:
         """Selection metric of ``model``: the best combination's PCC with the validation sampler.
@@ -221,7 +223,8 @@ class Validator:
             model, draws=self.config.validation.draws, sampler=self.sampler, seed=self.config.seed
         )
         head_z = slide_estimates(model, self.val.clusters, self.val.sizes, device=self.device)
-        grid = self._grid(x, head_z)
+        mix = self._mix(x, head_z)  # built once for the grid and the flow's own PCC
+        grid = self._grid(x, head_z, mix)
         candidates = [k for k in grid if k[0] > 0] or list(grid)
         best = self._best(grid, candidates)
         return {
@@ -229,7 +232,7 @@ class Validator:
             "val_blend": best[0],
             "val_head_weight": best[1],
             "val_head_weight_slope": best[2],
-            "val_pcc_flow": self._flow_pcc(x),
+            "val_pcc_flow": self._flow_pcc(x, mix),
             **({} if head_z is None else {"val_pcc_head": mean_pcc(head_z, self.z)}),
         }
 
@@ -334,7 +337,8 @@ class Validator:
         cal = self.config.calibration
         x = self._draws(model, draws=cal.draws, sampler=self.config.sampler, seed=self.config.seed)
         head_z = slide_estimates(model, self.val.clusters, self.val.sizes, device=self.device)
-        grid = self._grid(x, head_z)
+        mix_pcc = self._mix(x, head_z)
+        grid = self._grid(x, head_z, mix_pcc)
         blend, weight, slope = self._best(grid)
         gene_w = gene_head_weights(weight, slope, self.targets.signal)  # () or (G,)
         mix = {"blend": blend, "head_z": head_z, "head_weight": gene_w}
@@ -365,7 +369,7 @@ class Validator:
         if cal.method is CalibrationMethod.GLOBAL:
             q = conformal_multiplier(self.y, mean, std, cal.level)
             held_out = self._crossfit_coverage(mean, std, cal.level)
-        components = {"prior": self.prior_pcc, "flow": self._flow_pcc(x)}
+        components = {"prior": self.prior_pcc, "flow": self._flow_pcc(x, mix_pcc)}
         if head_z is not None:
             components["head"] = mean_pcc(head_z, self.z)
         return {
