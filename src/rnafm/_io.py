@@ -50,7 +50,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def file_digest(path: str | os.PathLike[str], *, chunk: int = 1 << 20, limit: int | None = None) -> str:
+def file_digest(
+    path: str | os.PathLike[str], *, chunk: int = 1 << 20, limit: int | None = None
+) -> str:
     """SHA-1 hex digest of a file's bytes (the first ``limit`` bytes plus its size when given)."""
     h = hashlib.sha1()
     p = Path(path)

@@ -113,7 +113,9 @@ def fit_tile_head(
             torch.as_tensor(np.asarray(val[1], dtype=np.float32)),
             np.asarray(val[2], dtype=np.float64),
         )
-    opt = torch.optim.AdamW(head.parameters(), lr=config.tile_lr, weight_decay=config.tile_weight_decay)
+    opt = torch.optim.AdamW(
+        head.parameters(), lr=config.tile_lr, weight_decay=config.tile_weight_decay
+    )
     gen = torch.Generator().manual_seed(seed)
     n_genes = y.shape[1]
     sub = config.tile_genes is not None and n_genes > config.tile_genes
