@@ -20,8 +20,8 @@ without the flow), fitted on the run's own training and validation patients, nex
 run on the test slides: per-gene PCC (mean, top-100 ranked by test r and by validation r), CRPS
 (closed-form Gaussian; from the draws for rnafm; absolute error for point predictions), pooled
 Spearman(std, |error|) next to its per-gene ceiling (``std_abs_error_spearman_gene_ceiling``:
-a std per gene equal to that gene's root mean square test error), 90% coverage and wall time. ``--baseline-published`` also trains the
-published RNA-FM recipe
+a std per gene equal to that gene's root mean square test error), 90% coverage and wall time.
+``--baseline-published`` also trains the published RNA-FM recipe
 (``rnafm.training.presets.PRESETS["published"]``) on the same split and reports it under
 ``"published"``; ``--preset`` applies a preset to the main run instead of the defaults.
 
