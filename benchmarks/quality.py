@@ -209,24 +209,13 @@ def score(truth, mean, *, std=None, lower=None, upper=None, level=None, draws=No
     else:
         out.update(crps=float(crps_gaussian(truth, mean, std).mean()), crps_source="gaussian")
     out["crps_gaussian"] = float(crps_gaussian(truth, mean, std).mean())
-    out["std_abs_error_spearman"] = std_error_spearman(truth, mean, std)["pooled"]
-    out["std_abs_error_spearman_gene_ceiling"] = gene_scale_ceiling(truth, mean)
+    ranking = std_error_spearman(truth, mean, std)
+    out["std_abs_error_spearman"] = ranking["pooled"]
+    out["std_abs_error_spearman_gene_ceiling"] = ranking["gene_ceiling"]
     if lower is None or level is None or abs(level - 0.9) > 1e-9:
         lower, upper = gaussian_interval(mean, std, 0.9)
     out["coverage90"] = coverage(truth, lower, upper)
     return out
-
-
-def gene_scale_ceiling(truth, mean) -> float | None:
-    """Pooled Spearman(std, |error|) of a std that is one number per gene, the root mean square
-    of the test errors of that gene (which no model knows): what ranking these errors by gene
-    alone can reach. A model's own errors set it, so models with different means have
-    different ceilings; a spread beyond it ranks errors within a gene."""
-    from rnafm.evaluate.calibration import std_error_spearman
-
-    err = np.asarray(truth, dtype=np.float64) - mean
-    rms = np.broadcast_to(np.sqrt(np.mean(err**2, axis=0)), err.shape)
-    return std_error_spearman(truth, mean, rms)["pooled"]
 
 
 def oracle_gaussian(x_tr, y_tr, x_te, truth, *, folds: int = 5) -> dict:

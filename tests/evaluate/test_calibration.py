@@ -116,6 +116,18 @@ def test_std_error_spearman_and_metrics_bundle() -> None:
     assert s["pooled"] == pytest.approx(ref) and s["pooled"] > 0.3
     per_gene = [stats.spearmanr(std[:, j], np.abs(y[:, j])).statistic for j in range(4)]
     assert s["mean_per_gene"] == pytest.approx(np.mean(per_gene))
+    # the per-gene ceiling: scipy's pooled Spearman of each gene's own RMS error, reached by a
+    # std equal to it, above a std that is per gene but wrong (reversed over the genes), and
+    # below this std, which varies within each gene as the errors do
+    rms = np.sqrt(np.mean(y**2, axis=0))
+    ceil = stats.spearmanr(np.broadcast_to(rms, y.shape).ravel(), np.abs(y).ravel()).statistic
+    assert s["gene_ceiling"] == pytest.approx(ceil, abs=1e-12)
+    at = std_error_spearman(y, mean, np.broadcast_to(rms, y.shape))
+    assert at["pooled"] == pytest.approx(ceil, abs=1e-12)
+    wrong = std_error_spearman(y, mean, np.broadcast_to(rms[::-1], y.shape))
+    assert wrong["pooled"] < ceil and wrong["gene_ceiling"] == pytest.approx(ceil)
+    assert s["pooled"] > s["gene_ceiling"] + 0.1
+    assert std_error_spearman(y, mean, np.ones_like(y))["pooled"] is None  # constant std
     assert uncertainty_metrics(y, mean=mean) is None
     m = uncertainty_metrics(y, mean=mean, std=std)
     assert m["interval_source"] == "gaussian"

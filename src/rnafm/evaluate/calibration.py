@@ -101,18 +101,29 @@ def crps_draws(y, draws, *, fair: bool = False) -> np.ndarray:
 def std_error_spearman(y, mean, std) -> dict[str, float | None]:
     """Spearman correlation between the predicted std and the absolute error.
 
-    Returns the correlation pooled over all (sample, gene) pairs, and the mean over genes of
-    the per-gene correlation (within a gene, across samples).
+    Returns the correlation pooled over all (sample, gene) pairs, the mean over genes of the
+    per-gene correlation (within a gene, across samples), and ``gene_ceiling``: the pooled
+    correlation that a std of one number per gene, that gene's root mean square error on these
+    very samples, would reach. No model knows those errors, so it is an optimistic reference
+    for ranking errors by gene alone; it depends on the mean's errors, so two models with
+    different means have different ceilings, and a std above its ceiling also ranks errors
+    within a gene.
     """
     err = np.abs(np.asarray(y, dtype=np.float64) - mean)
     std = np.asarray(std, dtype=np.float64)
-    pooled = np.nan
-    if err.size > 2 and np.ptp(std) > 0 and np.ptp(err) > 0:  # undefined for a constant std
-        pooled = stats.spearmanr(std.ravel(), err.ravel()).statistic
+
+    def pooled(s: np.ndarray) -> float | None:
+        if err.size > 2 and np.ptp(s) > 0 and np.ptp(err) > 0:  # undefined for a constant std
+            r = stats.spearmanr(s.ravel(), err.ravel()).statistic
+            return float(r) if np.isfinite(r) else None
+        return None
+
     per_gene, _ = spearman(std, err)
+    rms = np.broadcast_to(np.sqrt(np.mean(err**2, axis=0)), err.shape)  # (n, G)
     return {
-        "pooled": float(pooled) if np.isfinite(pooled) else None,
+        "pooled": pooled(std),
         "mean_per_gene": float(np.nanmean(per_gene)) if np.isfinite(per_gene).any() else None,
+        "gene_ceiling": pooled(rms),
     }
 
 

@@ -294,6 +294,9 @@ def make_report(
                             "Spearman(std, |error|)": e.summary["uncertainty"][
                                 "std_abs_error_spearman"
                             ]["pooled"],
+                            "its per-gene ceiling": e.summary["uncertainty"][
+                                "std_abs_error_spearman"
+                            ].get("gene_ceiling"),
                         }
                         for k, e in evals.items()
                         if e.summary.get("uncertainty")
