@@ -184,3 +184,41 @@ def test_flow_matching_step_equals_the_two_calls() -> None:
     torch.testing.assert_close(got, want)
     got.backward()
     assert all(p.grad is not None for p in model.parameters())  # DDP needs every parameter used
+
+
+def test_end_worker_flushes_then_leaves_only_under_torchrun(
+    no_launcher: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+    import os
+
+    exits: list[int] = []
+
+    class Left(Exception):
+        pass
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise Left
+
+    class Counting(logging.Handler):
+        flushed = 0
+
+        def emit(self, record: logging.LogRecord) -> None:
+            pass
+
+        def flush(self) -> None:
+            Counting.flushed += 1
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    handler = Counting()
+    logging.getLogger("rnafm").addHandler(handler)
+    try:
+        ddp.end_worker(0)  # one plain process: returns, the interpreter ends as usual
+        assert exits == [] and Counting.flushed == 0
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        with pytest.raises(Left):
+            ddp.end_worker(0)
+        assert exits == [0] and Counting.flushed == 1  # logs flushed before leaving
+    finally:
+        logging.getLogger("rnafm").removeHandler(handler)

@@ -135,6 +135,7 @@ def train_cmd(
     """Train a model: reference + features + gene sets -> run directory."""
     from rnafm._io import read_json
     from rnafm.training.api import train
+    from rnafm.training.ddp import end_worker
     from rnafm.training.presets import preset_overrides
 
     options = {
@@ -160,9 +161,9 @@ def train_cmd(
         config=_read_config(config_path),
         **overrides,
     )
-    if os.environ.get("RANK", "0") not in ("", "0"):
-        return  # under torchrun only rank 0 reports
-    metrics = read_json(run / "val_metrics.json")
-    shown = {k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)}
-    click.echo(f"run written to {run}")
-    click.echo(json.dumps(shown))
+    if os.environ.get("RANK", "0") in ("", "0"):  # under torchrun only rank 0 reports
+        metrics = read_json(run / "val_metrics.json")
+        shown = {k: v for k, v in metrics.items() if v is not None and not isinstance(v, dict)}
+        click.echo(f"run written to {run}")
+        click.echo(json.dumps(shown))
+    end_worker(0)  # a torchrun worker leaves here (the run is written; no-op otherwise)

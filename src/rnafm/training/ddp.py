@@ -221,6 +221,29 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def end_worker(code: int = 0) -> None:
+    """End a finished torchrun worker (``WORLD_SIZE`` > 1) now, with ``code``: output and log
+    handlers are flushed, then the process leaves without interpreter finalization (no-op for
+    one plain process).
+
+    Call it only after :func:`shutdown`, when everything is written. Finalization destroys
+    what is left of the gloo backend's C++ state in no fixed order with the interpreter, and
+    intermittently aborts the process (``terminate called without an active exception``,
+    SIGABRT) after the run was complete, which torchrun then reports as a failed job.
+    """
+    import sys
+
+    if _env_int("WORLD_SIZE", 1) <= 1:
+        return
+    for handler in logging.getLogger().handlers + logging.getLogger("rnafm").handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def quiet_non_main(ctx: DistContext, logger_name: str = "rnafm") -> None:
     """Only rank 0 logs INFO; the others keep warnings and errors."""
     if not ctx.is_main:
