@@ -171,11 +171,9 @@ class Validator:
         res_scale = self.targets.transform.res_scale  # (G,)
         corr = x.mean(axis=1) * res_scale  # (n, G) z units
         keep = min(1.0, x.shape[1] / self.config.calibration.draws)
-        noise = None
-        if keep < 1.0:
-            noise = mean_noise_var(x, antithetic=self.config.antithetic)  # (n, G) model units
-        if noise is not None:
-            noise = noise * res_scale**2  # (n, G) z units
+        noise = None  # (n, G) z units: the draws' noise in their mean
+        if keep < 1.0 and (var := mean_noise_var(x, antithetic=self.config.antithetic)) is not None:
+            noise = var * res_scale**2
         return _MixPcc(self.prior_z, corr, head_z, self.y, corr_noise=noise, keep=keep)
 
     def _grid(
@@ -337,11 +335,11 @@ class Validator:
         cal = self.config.calibration
         x = self._draws(model, draws=cal.draws, sampler=self.config.sampler, seed=self.config.seed)
         head_z = slide_estimates(model, self.val.clusters, self.val.sizes, device=self.device)
-        mix_pcc = self._mix(x, head_z)
-        grid = self._grid(x, head_z, mix_pcc)
+        pcc = self._mix(x, head_z)  # closed-form PCC of every mix, for the grid and the flow
+        grid = self._grid(x, head_z, pcc)
         blend, weight, slope = self._best(grid)
         gene_w = gene_head_weights(weight, slope, self.targets.signal)  # () or (G,)
-        mix = {"blend": blend, "head_z": head_z, "head_weight": gene_w}
+        mix = {"blend": blend, "head_z": head_z, "head_weight": gene_w}  # the chosen mean
         plain = self.targets.transform.to_log2(x, self.prior_z, **mix)  # (n, S, G)
         novelty = difficulty = emb = None
         if train is not None:
@@ -369,7 +367,7 @@ class Validator:
         if cal.method is CalibrationMethod.GLOBAL:
             q = conformal_multiplier(self.y, mean, std, cal.level)
             held_out = self._crossfit_coverage(mean, std, cal.level)
-        components = {"prior": self.prior_pcc, "flow": self._flow_pcc(x, mix_pcc)}
+        components = {"prior": self.prior_pcc, "flow": self._flow_pcc(x, pcc)}
         if head_z is not None:
             components["head"] = mean_pcc(head_z, self.z)
         return {
