@@ -185,8 +185,9 @@ def score(truth, mean, *, std=None, lower=None, upper=None, level=None, draws=No
     """Per-gene PCC (mean, top-100), CRPS, pooled Spearman(std, |error|), 90% coverage.
 
     Top-100 follows ``rnafm.metrics.top_k_summary``: ranked by test r, and by validation r
-    when ``val_r`` is given. CRPS: from draws when given, else closed-form Gaussian; a model
-    without a std is a point mass (CRPS = absolute error).
+    when ``val_r`` is given. CRPS: closed-form Gaussian of the mean and std (with draws, their
+    fair CRPS too, as ``crps_draws``); a model without a std is a point mass (CRPS = absolute
+    error).
     """
     from rnafm.evaluate.calibration import crps_draws, gaussian_interval, std_error_spearman
     from rnafm.metrics import coverage, crps_gaussian, per_gene_pcc, top_k_summary
@@ -203,12 +204,11 @@ def score(truth, mean, *, std=None, lower=None, upper=None, level=None, draws=No
         out.update(crps=float(np.abs(truth - mean).mean()), crps_source="point")
         out.update(std_abs_error_spearman=None, coverage90=None)
         return out
+    # every model's stated mean and std (rnafm's draws are rescaled to them, which makes the
+    # fair CRPS of the draws too small: rnafm.evaluate.calibration.crps_draws)
+    out.update(crps=float(crps_gaussian(truth, mean, std).mean()), crps_source="gaussian")
     if draws is not None:
-        out.update(crps=float(crps_draws(truth, draws, fair=True).mean()), crps_source="draws")
-        out["crps_empirical"] = float(crps_draws(truth, draws).mean())
-    else:
-        out.update(crps=float(crps_gaussian(truth, mean, std).mean()), crps_source="gaussian")
-    out["crps_gaussian"] = float(crps_gaussian(truth, mean, std).mean())
+        out["crps_draws"] = float(crps_draws(truth, draws, fair=True).mean())
     ranking = std_error_spearman(truth, mean, std)
     out["std_abs_error_spearman"] = ranking["pooled"]
     out["std_abs_error_spearman_gene_ceiling"] = ranking["gene_ceiling"]
@@ -256,7 +256,7 @@ def run_baseline(name: str, train, val, test, *, seed: int) -> dict:
 
 
 def rnafm_scores(run: Path, val, test, *, draws: int, seed: int, train_s: float) -> dict:
-    """Score the trained run on the test slides from its draws (CRPS from draws).
+    """Score the trained run on the test slides (CRPS of its mean and std; of its draws too).
 
     ``pcc_top100_val_ranked`` ranks genes by r on the run's validation slides, which the
     ridge prior was refitted on (a slightly optimistic ranking for rnafm).

@@ -36,3 +36,21 @@ def test_score_reports_the_per_gene_ceiling_of_the_spearman(bench):
         out["std_abs_error_spearman_gene_ceiling"], abs=1e-12
     )
     assert out["std_abs_error_spearman"] > 0.3
+
+
+def test_score_rates_draws_by_their_mean_and_std(bench):
+    # draws rescaled to the stated mean and std (as rnafm's): the CRPS is that of the mean and
+    # std, the same as for a Gaussian model with them; the draws' own (too small) one is extra
+    rng = np.random.default_rng(6)
+    n, s, g = 400, 16, 9
+    mean = rng.normal(size=(n, g))
+    std = rng.uniform(0.5, 1.5, size=(n, g))
+    truth = mean + std * rng.normal(size=(n, g))
+    dev = rng.normal(size=(n, s, g))
+    dev -= dev.mean(1, keepdims=True)
+    draws = mean[:, None] + dev / dev.std(1, ddof=1, keepdims=True) * std[:, None]
+    with_draws = bench.score(truth, mean, std=std, draws=draws)
+    gaussian = bench.score(truth, mean, std=std)
+    assert with_draws["crps"] == pytest.approx(gaussian["crps"], rel=1e-12)
+    assert with_draws["crps_source"] == "gaussian"
+    assert with_draws["crps_draws"] < with_draws["crps"]

@@ -134,8 +134,29 @@ def test_std_error_spearman_and_metrics_bundle() -> None:
     assert m["crps"] == pytest.approx(crps_gaussian(y, mean, std).mean())
     draws = mean[:, None] + std[:, None] * rng.normal(size=(60, 40, 4))
     md = uncertainty_metrics(y, mean=mean, draws=draws)
-    assert md["crps_source"] == "draws" and md["interval_source"] == "draws"
+    assert md["crps_source"] == "gaussian" and md["interval_source"] == "draws"
     few = uncertainty_metrics(y, mean=mean, draws=draws[:, :8])
-    assert few["interval_source"] == "gaussian" and few["crps_source"] == "draws"
+    assert few["interval_source"] == "gaussian" and few["crps_source"] == "gaussian"
     np.testing.assert_allclose(few["mean_std"], draws[:, :8].std(1, ddof=1).mean())
-    assert md["crps"] == pytest.approx(crps_draws(y, draws, fair=True).mean())
+    assert md["crps"] == pytest.approx(crps_gaussian(y, mean, draws.std(1, ddof=1)).mean())
+    assert md["crps_draws"] == pytest.approx(crps_draws(y, draws, fair=True).mean())
+
+
+def test_crps_of_draws_rescaled_to_their_own_mean_and_std() -> None:
+    """rnafm sets each value's draws to the predicted mean and std. Such draws are not
+    independent, and their fair CRPS falls below the CRPS of the distribution they stand for;
+    the CRPS that uncertainty_metrics reports (of the mean and std) does not."""
+    rng = np.random.default_rng(5)
+    n, s, g = 3000, 16, 20
+    mu = rng.normal(size=(n, g))
+    sd = rng.uniform(0.5, 2.0, size=(n, g))
+    y = mu + sd * rng.normal(size=(n, g))  # the truth follows the stated distribution
+    want = crps_gaussian(y, mu, sd).mean()
+    z = rng.normal(size=(n, s // 2, g))
+    anti = np.stack([z, -z], axis=2).reshape(n, s, g)  # pairs (z, -z), as rnafm's sampler
+    for raw in (anti, rng.normal(size=(n, s, g))):
+        dev = raw - raw.mean(1, keepdims=True)
+        draws = mu[:, None] + dev / dev.std(1, ddof=1, keepdims=True) * sd[:, None]
+        m = uncertainty_metrics(y, mean=draws.mean(1), draws=draws)
+        assert m["crps"] == pytest.approx(want, rel=1e-9)  # the std of the draws is sd
+        assert m["crps_draws"] < 0.99 * want  # too small: the draws are not independent
