@@ -199,6 +199,12 @@ class PriorConfig(BaseModel):
         description="RBF kernel ridge candidates (gamma = factor x the median heuristic) that "
         "compete with the linear ridge on out-of-fold PCC. Empty: linear only.",
     )
+    composition_codes: tuple[int, ...] = Field(
+        (6, 10, 16),
+        description="Tissue-composition candidates: for each number of codes, a linear ridge on "
+        "the share of the slide's tiles in each code of a size-weighted k-means codebook of the "
+        "training cluster means competes on out-of-fold PCC. Empty: none.",
+    )
 
 
 class CalibrationConfig(BaseModel):

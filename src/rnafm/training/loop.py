@@ -483,12 +483,12 @@ def _decide(s: _Session, state: LoopState, periodic: bool) -> bool:
 
 def _refit_prior(out: Path, targets, train, y_tr, validator: Validator, config) -> None:
     """Refit the ridge prior on training + validation slides and save it (prior.npz)."""
-    from rnafm.training.prior import pool_clusters, refit_ridge
+    from rnafm.training.prior import refit_ridge
 
     val = validator.val
-    x = pool_clusters(
+    x = targets.prior.pool(
         np.concatenate([train.clusters, val.clusters]), np.concatenate([train.sizes, val.sizes])
-    )  # (n + m, D)
+    )  # (n + m, D) or (n + m, C)
     y = np.concatenate([y_tr, validator.y])  # (n + m, G) log2(x+1)
     targets.prior = refit_ridge(targets.prior, x, targets.norm.forward(y), config.prior.alphas)
     targets.save(out)

@@ -8,6 +8,12 @@ ridge predictions, so their scale matches the residuals the flow meets at predic
 The ridge penalty is chosen per gene from a grid by exact leave-one-out error, computed in
 closed form from one SVD of the centred design (Golub, Heath & Wahba 1979):
 ``e_loo = (y - y_hat) / (1 - h_ii - 1/n)`` with ``h`` the hat matrix of the centred problem.
+
+Besides the mean-pooled features, a slide can be summarised by its tissue composition: the
+share of its tiles in each of C tissue codes (a size-weighted k-means codebook of the training
+slides' cluster means, :func:`fit_codebook`, :func:`composition`). Where expression is a
+mixture of tissue types, shares are linear in it while the mean of nonlinear tile features is
+not; a linear ridge on the shares competes with the others on the same out-of-fold criterion.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import numpy as np
 __all__ = [
     "RidgePrior",
     "pool_clusters",
+    "composition",
+    "fit_codebook",
+    "fit_prior",
     "fit_ridge",
     "cross_fit_ridge",
     "refit_ridge",
@@ -51,12 +60,45 @@ def pool_clusters(clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     return np.einsum("nk,nkd->nd", w, np.asarray(clusters, dtype=np.float64))  # (n, D)
 
 
+def composition(clusters: np.ndarray, sizes: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """Share of each slide's tiles in each tissue code: (n, C), rows summing to 1.
+
+    Every cluster mean goes to its nearest code (squared Euclidean distance) with its tiles;
+    slides whose sizes are all zero count their clusters equally (as :func:`pool_clusters`).
+    """
+    c = np.asarray(clusters, dtype=np.float64)  # (n, K, D)
+    w = np.asarray(sizes, dtype=np.float64)  # (n, K)
+    total = w.sum(axis=1, keepdims=True)  # (n, 1)
+    w = np.where(total > 0, w / np.maximum(total, 1e-12), 1.0 / w.shape[1])  # (n, K)
+    cb = np.asarray(codebook, dtype=np.float64)  # (C, D)
+    d = (cb**2).sum(1)[None, None, :] - 2.0 * c @ cb.T  # (n, K, C) distance up to |x|^2
+    code = d.argmin(axis=2)  # (n, K)
+    out = np.zeros((c.shape[0], cb.shape[0]))  # (n, C)
+    np.add.at(out, (np.arange(c.shape[0])[:, None], code), w)
+    return out
+
+
+def fit_codebook(clusters: np.ndarray, sizes: np.ndarray, n_codes: int, *, seed: int) -> np.ndarray:
+    """Tissue codes (C, D): k-means of the slides' non-empty cluster means, weighted by size."""
+    from sklearn.cluster import KMeans
+
+    c = np.asarray(clusters, dtype=np.float64)
+    w = np.asarray(sizes, dtype=np.float64)
+    keep = w > 0  # (n, K)
+    pts, pw = c[keep], w[keep]  # (m, D), (m,)
+    n_codes = int(min(n_codes, len(pts)))
+    km = KMeans(n_codes, n_init=2, random_state=seed).fit(pts, sample_weight=pw)
+    return km.cluster_centers_.astype(np.float64)  # (C, D)
+
+
 @dataclass
 class RidgePrior:
-    """A fitted (kernel) ridge map from mean-pooled features (D,) to z-scored expression (G,).
+    """A fitted (kernel) ridge map from a slide summary to z-scored expression (G,).
 
-    ``predict(x) = phi(x) @ weights + y_mean`` with ``phi(x) = x - x_mean`` (linear, weights
-    (D, G)) or the centred RBF kernel between x and the training slides (rbf, weights (n, G)).
+    The summary is the mean-pooled features (D,), or with a ``codebook`` the slide's tissue
+    composition (C,) (:meth:`pool`). ``predict(x) = phi(x) @ weights + y_mean`` with
+    ``phi(x) = x - x_mean`` (linear, weights (D, G)) or the centred RBF kernel between x and
+    the training slides (rbf, weights (n, G)).
     """
 
     x_mean: np.ndarray  # float64 (D,)
@@ -69,11 +111,25 @@ class RidgePrior:
     anchors: np.ndarray | None = None  # float64 (n, D) training features (rbf only)
     k_col_mean: np.ndarray | None = None  # float64 (n,) column means of the training kernel
     k_mean: float = 0.0  # mean of the training kernel
+    codebook: np.ndarray | None = None  # float64 (C, D) tissue codes: composition summary
 
     @property
     def kernel(self) -> str:
-        """``linear`` or ``rbf``."""
+        """``linear``, ``rbf`` or ``composition`` (linear on the tissue shares)."""
+        if self.codebook is not None:
+            return "composition"
         return "rbf" if self.gamma > 0 else "linear"
+
+    def pool(self, clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """The slide summary this prior reads: tissue shares (n, C) with a codebook, else the
+        mean-pooled features (n, D)."""
+        if self.codebook is not None:
+            return composition(clusters, sizes, self.codebook)
+        return pool_clusters(clusters, sizes)
+
+    def predict_slides(self, clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Predicted z-scores (n, G) of slides given as cluster means (n, K, D) and sizes."""
+        return self.predict(self.pool(clusters, sizes))
 
     def features(self, pooled: np.ndarray) -> np.ndarray:
         """phi(x): centred features (m, D) or centred kernel columns (m, n)."""
@@ -94,6 +150,8 @@ class RidgePrior:
         extra = {}
         if self.gamma > 0:
             extra = {"anchors": self.anchors, "k_col_mean": self.k_col_mean}
+        if self.codebook is not None:
+            extra["codebook"] = self.codebook
         with atomic_path(path) as tmp, tmp.open("wb") as f:
             np.savez(
                 f,
@@ -119,6 +177,7 @@ class RidgePrior:
             out.k_mean = float(z["k_mean"]) if "k_mean" in z else 0.0
             if out.gamma > 0:
                 out.anchors, out.k_col_mean = z["anchors"], z["k_col_mean"]
+            out.codebook = z["codebook"] if "codebook" in z else None
         return out
 
 
@@ -244,6 +303,7 @@ def cross_fit_ridge(
     seed: int,
     ranks: tuple[int, ...] = (),
     rbf_widths: tuple[float, ...] = (),
+    compositions: tuple[tuple[np.ndarray, np.ndarray], ...] = (),
 ) -> tuple[RidgePrior, np.ndarray]:
     """Fit the ridge prior on all of ``x`` and return it with out-of-fold predictions.
 
@@ -251,7 +311,9 @@ def cross_fit_ridge(
     directions of the ridge fit (reduced-rank ridge, a denoiser shared across genes); r is
     chosen among ``ranks`` and "full" by the out-of-fold mean per-gene PCC. With ``rbf_widths``,
     kernel ridge with RBF kernels (gamma = factor x the median heuristic) competes with the
-    linear ridge on the same out-of-fold criterion.
+    linear ridge on the same out-of-fold criterion, and so does a linear ridge on each of
+    ``compositions``: (tissue shares (n, C), their codebook (C, D)) pairs (:func:`composition`);
+    the prior fitted on shares carries its codebook. Ties go to the linear ridge on ``x``.
 
     Returns
     -------
@@ -263,7 +325,10 @@ def cross_fit_ridge(
     y = np.asarray(y, dtype=np.float64)  # (n, G)
     x = np.asarray(x, dtype=np.float64)  # (n, D)
     folds = min(folds, len(set(groups)))
-    gammas = [0.0] + [f * median_gamma(x) for f in rbf_widths]
+    # candidates: (name, summary (n, D'), gamma, codebook)
+    cands = [("linear", x, 0.0, None)]
+    cands += [(f"rbf{g:.2g}", x, g) + (None,) for g in (f * median_gamma(x) for f in rbf_widths)]
+    cands += [(f"composition{len(cb)}", np.asarray(sh, np.float64), 0.0, cb) for sh, cb in compositions]
     if folds < 2:
         logger.warning("too few patients for cross-fitted ridge residuals; using in-sample fit")
         full = fit_ridge(x, y, rel_alphas)
@@ -271,51 +336,73 @@ def cross_fit_ridge(
     fold = _group_folds(groups, folds, seed)
     max_rank = min(int((fold != 0).sum()) - 1, y.shape[1])
     ranks = tuple(r for r in sorted(set(ranks)) if 0 < r < max_rank)
-    scores: dict[tuple[float, int], float] = {}
-    best_oof: dict[tuple[float, int], np.ndarray] = {}
-    for gamma in gammas:
+    scores: dict[tuple[int, int], float] = {}
+    best_oof: dict[tuple[int, int], np.ndarray] = {}
+    for i, (_, xi, gamma, _) in enumerate(cands):
         oof = {r: np.zeros_like(y) for r in (*ranks, 0)}  # rank 0: full rank
         for f in range(folds):
             te = fold == f
-            part = fit_ridge(x[~te], y[~te], rel_alphas, gamma=gamma, residual_std=False)
-            pred = part.predict(x[te])  # (m, G)
+            part = fit_ridge(xi[~te], y[~te], rel_alphas, gamma=gamma, residual_std=False)
+            pred = part.predict(xi[te])  # (m, G)
             oof[0][te] = pred
             if ranks:
-                v = _top_directions(part.predict(x[~te]), max(ranks))  # (G, r_max)
+                v = _top_directions(part.predict(xi[~te]), max(ranks))  # (G, r_max)
                 mu = part.y_mean  # (G,)
                 for r in ranks:
                     oof[r][te] = mu + ((pred - mu) @ v[:, :r]) @ v[:, :r].T  # (m, G)
         for r, p in oof.items():
-            scores[(gamma, r)] = _mean_pcc(p, y)
-        key = max(oof, key=lambda r: scores[(gamma, r)])
-        best_oof[(gamma, key)] = oof[key]
-    gamma, rank = max(best_oof, key=lambda key: (scores[key], key[0] == 0.0, key[1] == 0))
+            scores[(i, r)] = _mean_pcc(p, y)
+        key = max(oof, key=lambda r: scores[(i, r)])
+        best_oof[(i, key)] = oof[key]
+    i, rank = max(best_oof, key=lambda key: (scores[key], key[0] == 0, key[1] == 0))
+    name, xi, gamma, codebook = cands[i]
     logger.info(
         "ridge prior: out-of-fold PCC %s; using %s, %s",
-        {
-            f"{'rbf' if g else 'linear'}{g:.2g}/{r or 'full'}": round(v, 4)
-            for (g, r), v in scores.items()
-        },
-        f"rbf (gamma {gamma:.3g})" if gamma else "linear",
+        {f"{cands[j][0]}/{r or 'full'}": round(v, 4) for (j, r), v in scores.items()},
+        f"rbf (gamma {gamma:.3g})" if gamma else name,
         "full rank" if rank == 0 else f"rank {rank}",
     )
-    full = fit_ridge(x, y, rel_alphas, gamma=gamma)
+    full = fit_ridge(xi, y, rel_alphas, gamma=gamma)
+    full.codebook = codebook
     if rank:
-        v = _top_directions(full.predict(x), rank)  # (G, r)
+        v = _top_directions(full.predict(xi), rank)  # (G, r)
         full.weights = ((full.weights.astype(np.float64) @ v) @ v.T).astype(np.float32)
         full.rank = rank
-    oof = best_oof[(gamma, rank)]
+    oof = best_oof[(i, rank)]
     full.res_std = np.maximum((y - oof).std(axis=0), 1e-3)  # (G,)
     return full, oof
+
+
+def fit_prior(
+    clusters: np.ndarray, sizes: np.ndarray, z: np.ndarray, groups: list[str], config, *, seed: int
+) -> tuple[RidgePrior, np.ndarray]:
+    """:func:`cross_fit_ridge` of slides (cluster means (n, K, D), sizes (n, K)) with the
+    settings of a :class:`rnafm.training.config.PriorConfig`: the mean-pooled features, RBF
+    kernels on them, and the tissue shares of each of ``config.composition_codes`` codebooks
+    fitted on these slides (unsupervised: no expression is used)."""
+    books = [fit_codebook(clusters, sizes, c, seed=seed) for c in config.composition_codes]
+    return cross_fit_ridge(
+        pool_clusters(clusters, sizes),
+        z,
+        groups,
+        rel_alphas=config.alphas,
+        folds=config.folds,
+        seed=seed,
+        ranks=config.ranks,
+        rbf_widths=config.rbf_widths,
+        compositions=tuple((composition(clusters, sizes, b), b) for b in books),
+    )
 
 
 def refit_ridge(prior: RidgePrior, x: np.ndarray, y: np.ndarray, rel_alphas) -> RidgePrior:
     """Refit ``prior`` on more slides (e.g. training + validation) with its kernel and rank.
 
-    The kernel width, rank and residual scale are kept (they were chosen, and the flow and the
-    interval calibrated, with them); only the ridge itself sees the extra slides.
+    ``x`` is the slides' summary as ``prior.pool`` gives it. The kernel width, codebook, rank
+    and residual scale are kept (they were chosen, and the flow and the interval calibrated,
+    with them); only the ridge itself sees the extra slides.
     """
     new = fit_ridge(x, y, rel_alphas, gamma=prior.gamma)
+    new.codebook = prior.codebook
     if prior.rank:
         v = _top_directions(new.predict(x), prior.rank)  # (G, r)
         new.weights = ((new.weights.astype(np.float64) @ v) @ v.T).astype(np.float32)

@@ -10,7 +10,7 @@ import numpy as np
 
 from rnafm.errors import InputError
 from rnafm.training.config import PriorKind, TrainConfig
-from rnafm.training.prior import RidgePrior, cross_fit_ridge, pool_clusters
+from rnafm.training.prior import RidgePrior, fit_prior
 from rnafm.training.run import NORMALISATION, PRIOR, Normalisation
 
 __all__ = [
@@ -468,7 +468,7 @@ class Targets:
         """Prior z-scores (n, G) of slides, or None without a prior."""
         if self.prior is None:
             return None
-        return self.prior.predict(pool_clusters(clusters, sizes))  # (n, G)
+        return self.prior.predict_slides(clusters, sizes)  # (n, G)
 
     def prior_log2(self, clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray | None:
         """Prior prediction on the log2(x+1) scale (n, G), or None."""
@@ -494,16 +494,8 @@ def prepare_targets(train, y: np.ndarray, config: TrainConfig) -> tuple[Targets,
     z = norm.forward(y)  # (n, G)
     if config.prior.kind is PriorKind.NONE:
         return Targets(norm=norm, prior=None), z.astype(np.float32)
-    pooled = pool_clusters(train.clusters, train.sizes)  # (n, D)
-    prior, oof = cross_fit_ridge(
-        pooled,
-        z,
-        list(train.patient_ids),
-        rel_alphas=config.prior.alphas,
-        folds=config.prior.folds,
-        seed=config.seed,
-        ranks=config.prior.ranks,
-        rbf_widths=config.prior.rbf_widths,
+    prior, oof = fit_prior(
+        train.clusters, train.sizes, z, list(train.patient_ids), config.prior, seed=config.seed
     )
     target = (z - oof) / prior.res_std  # (n, G)
     logger.info(

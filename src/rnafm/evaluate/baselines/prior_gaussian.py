@@ -1,8 +1,8 @@
 """RNA-FM without the flow: the model's ridge prior as the mean, a calibrated Gaussian around it.
 
 The ablation row ``rnafm_no_flow`` of ``rnafm cv``. It fits exactly the prior an rnafm run
-fits (:func:`rnafm.training.prior.cross_fit_ridge` on the size-weighted mean of the cluster
-means, z-scored targets with training statistics, the same seed and :class:`PriorConfig`),
+fits (:func:`rnafm.training.prior.fit_prior`: on the size-weighted mean of the cluster means or
+the slide's tissue composition, z-scored targets with training statistics, the same seed and :class:`PriorConfig`),
 predicts ``mean = prior`` and a per-gene Gaussian whose std is the cross-fitted residual std
 (``prior.res_std`` times the normalisation std, log2 units), scaled by one global split-conformal
 multiplier from the validation split. Like rnafm it then refits the ridge on training +
@@ -23,7 +23,7 @@ from rnafm.errors import InputError
 from rnafm.evaluate.baselines.base import Predictions
 from rnafm.metrics import conformal_multiplier, gaussian_multiplier
 from rnafm.training.config import PriorConfig
-from rnafm.training.prior import RidgePrior, cross_fit_ridge, pool_clusters, refit_ridge
+from rnafm.training.prior import RidgePrior, fit_prior, refit_ridge
 from rnafm.training.run import Normalisation
 
 if TYPE_CHECKING:
@@ -69,16 +69,10 @@ class PriorGaussianRegressor:
         c = self.config.prior
         y = self._y(train)
         self.norm = Normalisation.fit(y)
-        self.prior, _ = cross_fit_ridge(
-            pool_clusters(train.clusters, train.sizes),
-            self.norm.forward(y),
-            list(train.patient_ids),
-            rel_alphas=c.alphas,
-            folds=c.folds,
+        self.prior, _ = fit_prior(
+            train.clusters, train.sizes, self.norm.forward(y), list(train.patient_ids), c,
             seed=int(seed),
-            ranks=c.ranks,
-            rbf_widths=c.rbf_widths,
-        )
+        )  # fmt: skip
         self.scale_ = 1.0
         self.val_predictions = None
         q = None
@@ -89,10 +83,10 @@ class PriorGaussianRegressor:
             self.scale_ = q / gaussian_multiplier(self.config.level)
             self.val_predictions = self.predict(val)
             if c.refit_with_validation:
-                x = pool_clusters(
+                x = self.prior.pool(
                     np.concatenate([train.clusters, val.clusters]),
                     np.concatenate([train.sizes, val.sizes]),
-                )  # (n + m, D)
+                )  # (n + m, D) or (n + m, C)
                 z = self.norm.forward(np.concatenate([y, self._y(val)]))  # (n + m, G)
                 self.prior = refit_ridge(self.prior, x, z, c.alphas)
         if out is not None:
@@ -112,7 +106,7 @@ class PriorGaussianRegressor:
         """Prior mean, calibrated Gaussian std and central interval (log2(x+1))."""
         if self.prior is None or self.norm is None:
             raise RuntimeError("fit the model before predicting")
-        z = self.prior.predict(pool_clusters(data.clusters, data.sizes))  # (n, G)
+        z = self.prior.predict_slides(data.clusters, data.sizes)  # (n, G)
         mean = self.norm.inverse(z)  # (n, G)
         sd = self.scale_ * self.prior.res_std * self.norm.std  # (G,)
         std = np.broadcast_to(sd, mean.shape)  # (n, G)
