@@ -78,14 +78,20 @@ def composition(clusters: np.ndarray, sizes: np.ndarray, codebook: np.ndarray) -
     return out
 
 
-def fit_codebook(clusters: np.ndarray, sizes: np.ndarray, n_codes: int, *, seed: int) -> np.ndarray:
-    """Tissue codes (C, D): k-means of the slides' non-empty cluster means, weighted by size."""
+def fit_codebook(
+    clusters: np.ndarray, sizes: np.ndarray, n_codes: int, *, seed: int, max_points: int = 8192
+) -> np.ndarray:
+    """Tissue codes (C, D): k-means of the slides' non-empty cluster means, weighted by size
+    (on a random subset of ``max_points`` of them when there are more)."""
     from sklearn.cluster import KMeans
 
     c = np.asarray(clusters, dtype=np.float64)
     w = np.asarray(sizes, dtype=np.float64)
     keep = w > 0  # (n, K)
     pts, pw = c[keep], w[keep]  # (m, D), (m,)
+    if len(pts) > max_points:
+        pick = np.random.default_rng(seed).choice(len(pts), max_points, replace=False)
+        pts, pw = pts[pick], pw[pick]
     n_codes = int(min(n_codes, len(pts)))
     km = KMeans(n_codes, n_init=2, random_state=seed).fit(pts, sample_weight=pw)
     return km.cluster_centers_.astype(np.float64)  # (C, D)
