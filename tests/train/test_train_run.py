@@ -45,6 +45,10 @@ def test_run_directory_has_everything(tiny_run):
     assert (tiny_run / "tile_head.safetensors").is_file()
     record = json.loads((tiny_run / "val_metrics.json").read_text())["tile_head"]
     assert record["epochs"] == 3 and np.isfinite(record["val_pcc"])
+    # the prior the out-of-fold PCC chose, as prior.npz holds it
+    chosen = json.loads((tiny_run / "val_metrics.json").read_text())["prior"]
+    assert chosen == rnafm.load_model(tiny_run).targets.prior.describe()
+    assert chosen["kernel"] in ("linear", "rbf", "composition")
     head = rnafm.load_model(tiny_run).tile_head
     assert head is not None and head.expression.out_features == len(
         json.loads((tiny_run / "genes.json").read_text())

@@ -514,9 +514,11 @@ def _finish(out, ema, validator, config, device, state, train, y_model) -> Path:
         cal, spread = validator.calibrate(ema, train, y_model)
         spread.save(out / SPREAD)
     write_json(out / CALIBRATION, cal)
+    prior = None if validator is None else validator.targets.prior
     metrics = {
         "val_pcc": None if validator is None else state.best,
         "val_prior_pcc": None if validator is None else validator.prior_pcc,
+        "prior": None if prior is None else prior.describe(),
         "best_step": state.best_step,
         "best_epoch": state.best_epoch,
         "steps": state.step,

@@ -126,6 +126,12 @@ class RidgePrior:
             return "composition"
         return "rbf" if self.gamma > 0 else "linear"
 
+    def describe(self) -> dict:
+        """What was chosen, for records: kernel, rank (0: full), RBF gamma, number of codes."""
+        codes = 0 if self.codebook is None else int(len(self.codebook))
+        return {"kernel": self.kernel, "rank": int(self.rank), "gamma": float(self.gamma),
+                "codes": codes}  # fmt: skip
+
     def pool(self, clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         """The slide summary this prior reads: tissue shares (n, C) with a codebook, else the
         mean-pooled features (n, D)."""
@@ -333,8 +339,10 @@ def cross_fit_ridge(
     folds = min(folds, len(set(groups)))
     # candidates: (name, summary (n, D'), gamma, codebook)
     cands = [("linear", x, 0.0, None)]
-    cands += [(f"rbf{g:.2g}", x, g) + (None,) for g in (f * median_gamma(x) for f in rbf_widths)]
-    cands += [(f"composition{len(cb)}", np.asarray(sh, np.float64), 0.0, cb) for sh, cb in compositions]
+    cands += [(f"rbf{g:.2g}", x, g, None) for g in (f * median_gamma(x) for f in rbf_widths)]
+    cands += [
+        (f"composition{len(b)}", np.asarray(sh, np.float64), 0.0, b) for sh, b in compositions
+    ]
     if folds < 2:
         logger.warning("too few patients for cross-fitted ridge residuals; using in-sample fit")
         full = fit_ridge(x, y, rel_alphas)

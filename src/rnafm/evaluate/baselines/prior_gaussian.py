@@ -93,8 +93,7 @@ class PriorGaussianRegressor:
             write_json(
                 Path(out) / "prior_gaussian.json",
                 {
-                    "kernel": self.prior.kernel,
-                    "rank": self.prior.rank,
+                    **self.prior.describe(),
                     "median_alpha": float(np.median(self.prior.alphas)),
                     "mean_res_std_z": float(np.mean(self.prior.res_std)),
                     "conformal_q": q,
