@@ -199,3 +199,8 @@ def test_prior_on_tissue_composition_is_chosen_where_expression_mixes_tissues(tm
     # a refit on more slides keeps the codebook
     again = refit_ridge(prior, prior.pool(clusters, sizes), y, cfg.alphas)
     assert again.kernel == "composition" and again.codebook is prior.codebook
+    # without any sizes every cluster mean counts once
+    from rnafm.training.prior import fit_codebook
+
+    book = fit_codebook(clusters[:5], np.zeros_like(sizes[:5]), 3, seed=0)
+    assert book.shape == (3, 24) and np.isfinite(book).all()

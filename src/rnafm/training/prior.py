@@ -88,6 +88,8 @@ def fit_codebook(
     c = np.asarray(clusters, dtype=np.float64)
     w = np.asarray(sizes, dtype=np.float64)
     keep = w > 0  # (n, K)
+    if not keep.any():  # no sizes at all: every cluster mean counts once
+        keep, w = np.ones_like(keep), np.ones_like(w)
     pts, pw = c[keep], w[keep]  # (m, D), (m,)
     if len(pts) > max_points:
         pick = np.random.default_rng(seed).choice(len(pts), max_points, replace=False)
