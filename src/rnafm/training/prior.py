@@ -396,7 +396,8 @@ def fit_prior(
     settings of a :class:`rnafm.training.config.PriorConfig`: the mean-pooled features, RBF
     kernels on them, and the tissue shares of each of ``config.composition_codes`` codebooks
     fitted on these slides (unsupervised: no expression is used)."""
-    books = [fit_codebook(clusters, sizes, c, seed=seed) for c in config.composition_codes]
+    codes = config.composition_codes if len(set(groups)) >= 2 else ()  # no folds, no choice
+    books = [fit_codebook(clusters, sizes, c, seed=seed) for c in codes]
     return cross_fit_ridge(
         pool_clusters(clusters, sizes),
         z,
