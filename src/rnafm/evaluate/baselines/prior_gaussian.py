@@ -5,8 +5,8 @@ fits (:func:`rnafm.training.prior.fit_prior`: on the size-weighted mean of the c
 the slide's tissue composition, z-scored targets with training statistics, the same seed and
 :class:`PriorConfig`), predicts ``mean = prior`` and a per-gene Gaussian whose std is the
 cross-fitted residual std (``prior.res_std`` times the normalisation std, log2 units), scaled
-by one global split-conformal multiplier from the validation split. Like rnafm it then refits the ridge on training +
-validation slides (kernel, rank and residual scale kept).
+by one global split-conformal multiplier from the validation split. Like rnafm it then refits
+the ridge on training + validation slides (kernel, codebook, rank and residual scale kept).
 """
 
 from __future__ import annotations
