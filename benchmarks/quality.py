@@ -84,12 +84,33 @@ def make_cohort(
     }
 
 
-def split_reference(root: Path, meta: dict, *, test_fraction: float = 0.2, seed: int = 1):
-    """Write train.csv / test.csv split by patient; return (train_idx, test_idx)."""
-    rng = np.random.default_rng(seed)
-    patients = sorted(set(meta["patients"]))
-    test_p = set(rng.permutation(patients)[: int(round(test_fraction * len(patients)))])
-    is_test = np.array([p in test_p for p in meta["patients"]])
+def split_reference(
+    root: Path,
+    meta: dict,
+    *,
+    test_fraction: float = 0.2,
+    seed: int = 1,
+    test_site: str | None = None,
+):
+    """Write train.csv / test.csv split by patient; return (train_idx, test_idx).
+
+    With ``test_site`` every slide of that site is a test slide and no other is: training
+    never sees the site's stain (a held-out tissue-source site).
+    """
+    if test_site is not None:
+        sites = np.asarray(meta["sites"])
+        if test_site not in set(sites.tolist()):
+            raise ValueError(
+                f"--test-site {test_site!r}: the cohort's sites are {sorted(set(sites))}"
+            )
+        is_test = sites == test_site
+        if is_test.all():
+            raise ValueError(f"--test-site {test_site!r} holds every slide; nothing to train on")
+    else:
+        rng = np.random.default_rng(seed)
+        patients = sorted(set(meta["patients"]))
+        test_p = set(rng.permutation(patients)[: int(round(test_fraction * len(patients)))])
+        is_test = np.array([p in test_p for p in meta["patients"]])
     ref = meta["reference"]
     ref[~is_test].to_csv(root / "train.csv", index=False)
     ref[is_test].to_csv(root / "test.csv", index=False)
@@ -307,6 +328,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads.")
     ap.add_argument("--workdir", type=Path, default=None, help="Keep the cohort here (reused).")
     ap.add_argument(
+        "--test-site",
+        default=None,
+        help="Test on every slide of this site (e.g. SITE-B) and train on the others: a "
+        "held-out tissue-source site (localized design; default: random 20%% of patients).",
+    )
+    ap.add_argument(
         "--preset",
         default="none",
         help="Training preset of the main rnafm run (rnafm.training.presets; none: defaults).",
@@ -363,7 +390,7 @@ def main() -> None:
         design=args.design,
         **_parse_sets(args.cohort_set),
     )
-    tr, te = split_reference(root, meta)
+    tr, te = split_reference(root, meta, test_site=args.test_site)
     t_data = time.perf_counter() - t0
     budget = {"optim.epochs": args.epochs, "optim.max_minutes": args.max_minutes}
     overrides = {**budget, **preset_overrides(args.preset), **_parse_sets(args.set)}
@@ -378,6 +405,7 @@ def main() -> None:
         "slides": args.slides,
         "train_slides": len(tr),
         "test_slides": len(te),
+        "test_site": args.test_site,
         "genes": len(genes),
         "dim": args.dim,
         "seed": args.seed,

@@ -54,3 +54,23 @@ def test_score_rates_draws_by_their_mean_and_std(bench):
     assert with_draws["crps"] == pytest.approx(gaussian["crps"], rel=1e-12)
     assert with_draws["crps_source"] == "gaussian"
     assert with_draws["crps_draws"] < with_draws["crps"]
+
+
+def test_split_holds_out_a_whole_site_or_random_patients(bench, tmp_path):
+    import pandas as pd
+
+    patients = [f"P{i // 2:03d}" for i in range(40)]  # two slides per patient
+    sites = ["SITE-A" if i % 4 < 2 else "SITE-B" for i in range(40)]  # a patient's site
+    ref = pd.DataFrame({"wsi_file_name": [f"S{i}.svs" for i in range(40)], "patient_id": patients})
+    meta = {"patients": patients, "sites": sites, "reference": ref}
+    tr, te = bench.split_reference(tmp_path, meta, test_site="SITE-B")
+    assert {sites[i] for i in te} == {"SITE-B"} and {sites[i] for i in tr} == {"SITE-A"}
+    assert len(tr) + len(te) == 40
+    written = pd.read_csv(tmp_path / "test.csv")
+    assert list(written.wsi_file_name) == [f"S{i}.svs" for i in te]
+    # the random split keeps a patient's slides together and mixes the sites
+    tr, te = bench.split_reference(tmp_path, meta)
+    assert not {patients[i] for i in tr} & {patients[i] for i in te}
+    assert {sites[i] for i in te} == {"SITE-A", "SITE-B"}
+    with pytest.raises(ValueError, match="SITE-C"):
+        bench.split_reference(tmp_path, meta, test_site="SITE-C")
