@@ -28,6 +28,7 @@ def _ref(slides):
         projects=["X"] * len(slides),
         genes=["A", "B"],
         values=np.arange(2 * len(slides), dtype=np.float32).reshape(-1, 2),
+        sites=[f"site-{s}" for s in slides],
     )
 
 
@@ -52,8 +53,9 @@ def test_match_and_skip(tmp_path, caplog):
     assert "NaN" in reasons["p3_s1"]
     assert reasons["p4_s1"] == "no feature file"
     assert "skipping slide p9_s1" in caplog.text
+    assert data.sites == ["site-p2_s1", "site-p1_s1", "site-p1_s2"]  # the loaded slides' own
     sub = data.subset([2, 0])
-    assert sub.slide_ids == ["p1_s2", "p2_s1"]
+    assert sub.slide_ids == ["p1_s2", "p2_s1"] and sub.sites == ["site-p1_s2", "site-p2_s1"]
     np.testing.assert_array_equal(sub.clusters[1], data.clusters[0])
 
 

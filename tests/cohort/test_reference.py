@@ -45,10 +45,12 @@ def test_raw_roundtrip(tmp_path):
     rng = np.random.default_rng(0)
     raw = rng.gamma(1.0, 40.0, size=(5, 7)) * 3
     path = tmp_path / "ref.csv"
-    _table(raw).assign(project="TCGA-BRCA").to_csv(path, index=False)
+    sites = ["A1", "A1", "B2", "B2", "C3"]
+    _table(raw).assign(project="TCGA-BRCA", site=sites).to_csv(path, index=False)
     ref = load_reference(path)
     assert ref.slide_ids[0] == f"TCGA-AA-1000-01Z-00-DX1.{UUID}"
     assert ref.patient_ids[0] == "TCGA-AA-1000" and ref.projects == ["TCGA-BRCA"] * 5
+    assert ref.sites == sites and ref.subset(ref.slide_ids[::-1]).sites == sites[::-1]
     assert ref.genes == [f"G{j}" for j in range(7)]
     assert ref.values.dtype == np.float32
     np.testing.assert_allclose(ref.values, np.log2(raw + 1), rtol=1e-5)
@@ -56,6 +58,7 @@ def test_raw_roundtrip(tmp_path):
     write_reference(out, ref, raw=True)
     again = load_reference(out, scale=ExpressionScale.RAW)
     np.testing.assert_allclose(again.values, ref.values, rtol=1e-5, atol=1e-5)
+    assert again.sites == sites and again.projects == ref.projects
     write_reference(out, ref)
     log = load_reference(out, scale=ExpressionScale.LOG2)
     np.testing.assert_allclose(log.values, ref.values, rtol=1e-5, atol=1e-5)

@@ -138,3 +138,34 @@ def test_bad_inputs(tmp_path) -> None:
         load_folds(tmp_path / "x.json")
     with pytest.raises(InputError, match="not found"):
         load_folds(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("n_folds", [2, 3, 4])
+def test_site_folds_hold_out_whole_sites(n_folds: int) -> None:
+    # 6 sites of unequal size (1 to 11 patients); a patient's slides share its site
+    pids, _ = _patients(37)
+    site_of = {p: f"S{min(int(p[5:7]) // 6, 5)}" for p in set(pids)}
+    site_of["TCGA-36-XXXX"] = "S0"  # sites need not be contiguous
+    sites = [site_of[p] for p in pids]
+    folds = make_folds(pids, n_folds=n_folds, groups=sites, seed=4)
+    assert_no_leak(folds, pids)
+    seen = set()
+    for f in folds:
+        test_sites = {site_of[p] for p in f.test}
+        assert not test_sites & {site_of[p] for p in f.train + f.val}  # never tested on a seen site
+        assert not test_sites & seen
+        seen |= test_sites
+    assert seen == set(sites)
+    # largest sites first into the emptiest fold: no fold is larger than it must be
+    sizes = sorted(len(f.test) for f in folds)
+    largest = max(Counter(site_of.values()).values())
+    assert sizes[-1] - sizes[0] <= largest
+
+
+def test_site_folds_need_enough_sites() -> None:
+    pids, _ = _patients(12)
+    two = ["A" if int(p[5:7]) < 6 else "B" for p in pids]
+    with pytest.raises(InputError, match="use --folds 2 or fewer"):
+        make_folds(pids, n_folds=3, groups=two)
+    with pytest.raises(InputError, match="--hold-out patient"):
+        make_folds(pids, n_folds=2, groups=["A"] * len(pids))

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from rnafm.errors import InputError
 from rnafm.evaluate import CVConfig, cross_validate, evaluate_predictions, load_folds
 from rnafm.metrics import pearson
 
@@ -285,3 +286,45 @@ def test_reads_rnafm_predict_files(tmp_path, make) -> None:
     u = ev.summary["uncertainty"]
     assert u["crps_source"] == "gaussian" and u["n_draws"] == 5 and "crps_draws" in u
     assert u["model_calibrated"]["std_scale"] == pytest.approx(2 / 1.6448536, rel=1e-4)
+
+
+def test_slide_sites_from_column_or_tcga_barcode(make) -> None:
+    from dataclasses import replace
+
+    from rnafm.cohort.tcga import site_from_name
+    from rnafm.evaluate.cv import slide_sites
+
+    assert site_from_name("TCGA-05-4244-01Z-00-DX1") == "05" and site_from_name("P001") is None
+    data = make(6)
+    with pytest.raises(InputError, match="'site' column"):
+        slide_sites(data)
+    tcga = replace(data, patient_ids=[f"TCGA-{p[-2:]}-A{p[1:]}" for p in data.patient_ids])
+    assert slide_sites(tcga) == [p[-2:] for p in data.patient_ids]
+    given = replace(tcga, sites=["X"] * (len(data) - 1) + [""])  # the column, gaps from barcodes
+    assert slide_sites(given) == ["X"] * (len(data) - 1) + [tcga.patient_ids[-1][5:7]]
+
+
+def test_cli_cv_holds_out_sites(files, tmp_path) -> None:
+    from rnafm.cli.main import cli
+
+    reference, feats = files
+    ref = pd.read_csv(reference)
+    patients = sorted(set(ref.patient_id))
+    site_of = {p: f"SITE-{i % 3}" for i, p in enumerate(patients)}
+    ref.insert(2, "site", ref.patient_id.map(site_of))
+    with_sites = tmp_path / "with_sites.csv"
+    ref.to_csv(with_sites, index=False)
+    out = tmp_path / "cv_site"
+    args = ["cv", "-r", str(with_sites), "-f", str(feats), "-m", "mean", "--clusters", "3",
+            "--gene-sets", "none", "--expression-scale", "log2", "--hold-out", "site"]  # fmt: skip
+    res = CliRunner().invoke(cli, [*args, "--folds", "3", "-o", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "folds.json").read_text())
+    assert saved["hold_out"] == "site"
+    for fold in saved["folds"]:
+        test_sites = {site_of[p] for p in fold["test"]}
+        assert len(test_sites) == 1
+        assert not test_sites & {site_of[p] for p in fold["train"] + fold["val"]}
+    res = CliRunner().invoke(cli, [*args, "--folds", "4", "-o", str(tmp_path / "cv4")])
+    assert isinstance(res.exception, InputError)  # `rnafm` prints it and exits with 2
+    assert "use --folds 3 or fewer" in str(res.exception)

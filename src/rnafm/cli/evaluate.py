@@ -122,6 +122,16 @@ def _load_reference(path: Path, scale: str):
     help="Stratify the folds by this reference column.",
 )
 @click.option(
+    "--hold-out",
+    "hold_out",
+    type=click.Choice(["patient", "site"]),
+    default="patient",
+    show_default=True,
+    help="What each test fold holds out whole: patients, or tissue source sites (the "
+    "reference's 'site' column, else TCGA-<site>-... barcodes) so that no model is tested on "
+    "a site it was trained on.",
+)
+@click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.15,
@@ -167,6 +177,7 @@ def cv_cmd(
     folds_file,
     repair_folds,
     stratify,
+    hold_out,
     val_fraction,
     seed,
     k,
@@ -188,7 +199,7 @@ def cv_cmd(
             "each fold's model with `torchrun ... -m rnafm train`."
         )
     from rnafm.cohort.dataset import load_cohort_data
-    from rnafm.cohort.splits import Stratify, load_folds
+    from rnafm.cohort.splits import HoldOut, Stratify, load_folds
     from rnafm.evaluate.cv import CVConfig, cross_validate
     from rnafm.features.clusters import ClusterConfig
 
@@ -202,6 +213,7 @@ def cv_cmd(
         n_folds=n_folds,
         val_fraction=val_fraction,
         stratify=Stratify(stratify),
+        hold_out=HoldOut(hold_out),
         seed=seed,
         random_baseline=random_baseline,
     )

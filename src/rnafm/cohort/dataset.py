@@ -40,6 +40,7 @@ class CohortData:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (slide_id, reason)
     cluster_config: ClusterConfig | None = None  # the k-means settings the clusters came from
     feature_attrs: dict[str, Any] | None = None  # encoder / tiling of the feature files
+    sites: list[str] | None = None  # tissue source site of each slide (the reference's column)
 
     def __len__(self) -> int:
         return len(self.slide_ids)
@@ -61,6 +62,7 @@ class CohortData:
             skipped=list(self.skipped),
             cluster_config=self.cluster_config,
             feature_attrs=None if self.feature_attrs is None else dict(self.feature_attrs),
+            sites=None if self.sites is None else [self.sites[i] for i in ix],
         )
 
     def fingerprint(self) -> dict[str, str]:
@@ -283,11 +285,12 @@ def load_cohort_data(
         idx = np.array([ref_pos[s] for s in loaded], dtype=np.int64)
         patients = [reference.patient_ids[i] for i in idx]
         projects = None if reference.projects is None else [reference.projects[i] for i in idx]
+        sites = None if reference.sites is None else [reference.sites[i] for i in idx]
         genes: list[str] | None = list(reference.genes)
         expression = reference.values[idx].astype(np.float32)  # (n, G)
     else:
         patients = [patient_from_name(s) for s in loaded]
-        projects, genes, expression = None, None, None
+        projects, sites, genes, expression = None, None, None, None
     logger.info("loaded %d slides (%d skipped)", len(loaded), len(skipped))
     return CohortData(
         slide_ids=loaded,
@@ -300,6 +303,7 @@ def load_cohort_data(
         skipped=skipped,
         cluster_config=config,
         feature_attrs=feature_provenance({s: files[s] for s in loaded}),
+        sites=sites,
     )
 
 

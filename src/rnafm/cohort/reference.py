@@ -1,9 +1,9 @@
 """The reference table: one row per slide with its patient and bulk expression (SEQUOIA/RNA-FM CSV).
 
 Columns: ``wsi_file_name`` (slide file name; a known slide/feature extension is dropped to give the
-slide id), ``patient_id``, optional ``project``, then one ``rna_<SYMBOL>`` column per gene. Values
-are raw (TPM, FPKM-UQ, counts) or log2(x+1); :class:`ExpressionScale` says which. Inside rnafm the
-values are always log2(x+1).
+slide id), ``patient_id``, optional ``project`` and ``site`` (tissue source site), then one
+``rna_<SYMBOL>`` column per gene. Values are raw (TPM, FPKM-UQ, counts) or log2(x+1);
+:class:`ExpressionScale` says which. Inside rnafm the values are always log2(x+1).
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class Reference:
     genes: list[str]  # symbols without the rna_ prefix
     values: np.ndarray  # float32 (n_slides, n_genes), log2(x+1) scale
     source: Path | None = None
+    sites: list[str] | None = None  # tissue source site of each slide (the ``site`` column)
 
     def __len__(self) -> int:
         return len(self.slide_ids)
@@ -100,6 +101,7 @@ class Reference:
             genes=list(self.genes),
             values=self.values[idx],
             source=self.source,
+            sites=None if self.sites is None else [self.sites[i] for i in idx],
         )
 
 
@@ -179,7 +181,8 @@ def load_reference(
     Parameters
     ----------
     path
-        Table with ``wsi_file_name``, ``patient_id``, optional ``project``, ``rna_<SYMBOL>`` columns.
+        Table with ``wsi_file_name``, ``patient_id``, optional ``project`` and ``site`` (tissue
+        source site), ``rna_<SYMBOL>`` columns.
         Without ``patient_id`` the patient is the TCGA barcode prefix (12 characters) of
         ``wsi_file_name`` when it looks like one, else the slide id.
     scale
@@ -247,6 +250,7 @@ def load_reference(
         patients = [patient_from_name(s) for s in slides]
         logger.warning("%s: no patient_id column; using %s", p, "TCGA barcodes / slide ids")
     projects = df["project"].fillna("").astype(str).tolist() if "project" in df.columns else None
+    sites = df["site"].fillna("").astype(str).str.strip().tolist() if "site" in df.columns else None
     try:
         v = df[gene_cols].to_numpy(dtype=np.float64)  # fast path: all columns parsed as numbers
     except (ValueError, TypeError):
@@ -267,6 +271,7 @@ def load_reference(
         genes=genes,
         values=v.astype(np.float32),
         source=p,
+        sites=sites,
     )
 
 
@@ -287,10 +292,9 @@ def write_reference(path: str | os.PathLike[str], ref: Reference, *, raw: bool =
     v = np.asarray(ref.values, dtype=np.float64)  # (n, G)
     if raw:
         v = np.maximum(np.exp2(v) - 1.0, 0.0)
-    meta_names = ["wsi_file_name", "patient_id"] + (["project"] if ref.projects is not None else [])
-    meta_cols = [ref.slide_ids, ref.patient_ids] + (
-        [ref.projects] if ref.projects is not None else []
-    )
+    optional = [("project", ref.projects), ("site", ref.sites)]
+    meta_names = ["wsi_file_name", "patient_id"] + [n for n, c in optional if c is not None]
+    meta_cols = [ref.slide_ids, ref.patient_ids] + [c for _, c in optional if c is not None]
     row_fmt = ",".join(["%.6g"] * v.shape[1])
     with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")

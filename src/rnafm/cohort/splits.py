@@ -32,6 +32,7 @@ __all__ = [
     "split_patients",
     "Fold",
     "Stratify",
+    "HoldOut",
     "make_folds",
     "save_folds",
     "load_folds",
@@ -50,6 +51,13 @@ class Stratify(str, Enum):
 
     NONE = "none"
     PROJECT = "project"
+
+
+class HoldOut(str, Enum):
+    """What a test fold holds out whole: patients, or tissue source sites (all their patients)."""
+
+    PATIENT = "patient"
+    SITE = "site"
 
 
 @dataclass
@@ -109,6 +117,7 @@ def make_folds(
     n_folds: int = 5,
     val_fraction: float = 0.15,
     strata: Sequence[str] | None = None,
+    groups: Sequence[str] | None = None,
     seed: int = 0,
 ) -> list[Fold]:
     """Patient-level K-fold splits with a validation split inside each training fold.
@@ -125,6 +134,12 @@ def make_folds(
     strata
         Optional stratum (e.g. TCGA project) of every slide; folds and validation splits then
         keep the strata proportions. A patient's stratum is the most common among its slides.
+    groups
+        Optional group (e.g. tissue source site) of every slide: every group's patients then
+        sit in one test fold together, so no model is tested on a group it was trained on
+        (site-preserved cross-validation). Groups go to folds largest first, each to the fold
+        with the fewest patients so far; ``strata`` then shape the validation splits only. A
+        patient's group is the most common among its slides.
     seed
         Seed of the shuffling.
 
@@ -143,9 +158,12 @@ def make_folds(
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     stratum = _patient_strata(list(map(str, patient_ids)), strata)
     rng = np.random.default_rng(seed)
-    order = _ordered_by_stratum(patients, stratum, rng)
-    # dealing round-robin over the stratum-sorted order balances both fold sizes and strata
-    test_of = {p: i % n_folds for i, p in enumerate(order)}
+    if groups is not None:
+        test_of = _group_test_folds(list(map(str, patient_ids)), groups, n_folds, rng)
+    else:
+        order = _ordered_by_stratum(patients, stratum, rng)
+        # dealing round-robin over the stratum-sorted order balances both fold sizes and strata
+        test_of = {p: i % n_folds for i, p in enumerate(order)}
     folds = []
     for k in range(n_folds):
         test = sorted(p for p in patients if test_of[p] == k)
@@ -160,6 +178,35 @@ def make_folds(
         folds.append(Fold(train=train, val=val, test=test))
     check_folds(folds, patients)
     return folds
+
+
+def _group_test_folds(
+    patient_ids: list[str], groups: Sequence[str], n_folds: int, rng
+) -> dict[str, int]:
+    """Patient -> test fold, every group's patients in one fold (largest groups placed first,
+    each into the fold with the fewest patients; ties broken at random)."""
+    group_of = _patient_strata(patient_ids, groups)
+    members: dict[str, list[str]] = {}
+    for p, g in group_of.items():
+        members.setdefault(g, []).append(p)
+    if len(members) < 2:
+        raise InputError(
+            f"every slide comes from one site ({sorted(members)}): folds that hold out whole "
+            "sites need two sites at least; hold out patients instead (--hold-out patient)"
+        )
+    if len(members) < n_folds:
+        raise InputError(
+            f"cannot make {n_folds} folds that hold out whole sites from {len(members)} sites "
+            f"({sorted(members)[:8]}); use --folds {len(members)} or fewer"
+        )
+    tie = {g: u for g, u in zip(sorted(members), rng.permutation(len(members)), strict=True)}
+    load = np.zeros(n_folds, dtype=np.int64)
+    out: dict[str, int] = {}
+    for g in sorted(members, key=lambda g: (-len(members[g]), tie[g])):
+        k = int(np.argmin(load))  # the first of the least-loaded folds
+        load[k] += len(members[g])
+        out.update(dict.fromkeys(members[g], k))
+    return out
 
 
 def check_folds(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Barcode", "parse_barcode", "patient_from_name", "SAMPLE_TYPES"]
+__all__ = ["Barcode", "parse_barcode", "patient_from_name", "site_from_name", "SAMPLE_TYPES"]
 
 _BARCODE = re.compile(
     r"(?P<patient>(?P<project>TCGA|TARGET)-[A-Z0-9]{2}-[A-Z0-9]{4,6})"
@@ -40,6 +40,11 @@ class Barcode:
     vial: str | None  # e.g. "A"
 
     @property
+    def site(self) -> str:
+        """The tissue source site: the barcode's second field, e.g. ``05`` of ``TCGA-05-4244``."""
+        return self.patient.split("-")[1]
+
+    @property
     def sample(self) -> str | None:
         """Patient plus sample type, e.g. ``TCGA-05-4244-01`` (vial ignored)."""
         return None if self.sample_type is None else f"{self.patient}-{self.sample_type}"
@@ -61,3 +66,10 @@ def patient_from_name(name: str) -> str:
     """Patient id: the TCGA patient barcode (first 12 characters) when ``name`` has one, else ``name``."""
     bc = parse_barcode(name)
     return bc.patient if bc is not None else str(name)
+
+
+def site_from_name(name: str) -> str | None:
+    """The TCGA tissue source site of ``name`` (e.g. ``05`` of ``TCGA-05-4244-01Z``); None when
+    ``name`` has no TCGA barcode."""
+    bc = parse_barcode(name)
+    return None if bc is None else bc.site

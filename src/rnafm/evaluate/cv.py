@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rnafm._io import atomic_path, write_json
 from rnafm.cohort.splits import (
     Fold,
+    HoldOut,
     Stratify,
     check_folds,
     fold_indices,
@@ -69,6 +70,11 @@ class CVConfig(BaseModel):
         "for early stopping, gene ranking and conformal calibration.",
     )
     stratify: Stratify = Field(Stratify.NONE, description="Stratify folds by this column.")
+    hold_out: HoldOut = Field(
+        HoldOut.PATIENT,
+        description="What a test fold holds out whole: patients, or tissue source sites (the "
+        "reference's 'site' column, else the site field of TCGA barcodes).",
+    )
     seed: int = Field(0, ge=0, description="Seed of the folds and of model training.")
     random_baseline: bool = Field(
         True,
@@ -259,11 +265,20 @@ def cross_validate(
             n_folds=config.n_folds,
             val_fraction=config.val_fraction,
             strata=strata,
+            groups=slide_sites(data) if config.hold_out is HoldOut.SITE else None,
             seed=config.seed,
         )
     else:
         check_folds(folds, sorted(set(pids)), require_all=False)
-    save_folds(out / "folds.json", folds, seed=config.seed, stratify=config.stratify.value)
+        if config.hold_out is HoldOut.SITE:
+            logger.warning("folds given: they are used as they are (--hold-out site not applied)")
+    save_folds(
+        out / "folds.json",
+        folds,
+        seed=config.seed,
+        stratify=config.stratify.value,
+        hold_out=config.hold_out.value,
+    )
     names = [ModelName(m).value for m in models]
     if ModelName.RNAFM.value in names and ModelName.PRIOR_GAUSSIAN.value not in names:
         names.append(ModelName.PRIOR_GAUSSIAN.value)  # the ablation row: rnafm without its flow
@@ -290,6 +305,34 @@ def cross_validate(
             result.metrics[name] = ev.summary
     _write_summary(out, result.metrics)
     return result
+
+
+def slide_sites(data: CohortData) -> list[str]:
+    """The tissue source site of every slide: the reference's ``site`` column, else the site
+    field of the slide's or patient's TCGA barcode (``TCGA-<site>-<participant>``).
+
+    Raises
+    ------
+    InputError
+        A slide has no site.
+    """
+    from rnafm.cohort.tcga import site_from_name
+
+    if data.sites is not None and all(s.strip() for s in data.sites):
+        return [s.strip() for s in data.sites]
+    out, missing = [], []
+    for i, (sid, pid) in enumerate(zip(data.slide_ids, data.patient_ids, strict=True)):
+        given = data.sites[i].strip() if data.sites is not None else ""
+        site = given or site_from_name(pid) or site_from_name(sid)
+        if site is None:
+            missing.append(sid)
+        out.append(site or "")
+    if missing:
+        raise InputError(
+            f"no tissue source site for {len(missing)} slide(s), e.g. {missing[:3]}: add a "
+            "'site' column to the reference (TCGA barcodes carry it: TCGA-<site>-<participant>)"
+        )
+    return out
 
 
 def _stale_inputs(z: Any, inputs: Mapping[str, str]) -> list[str]:
