@@ -199,7 +199,7 @@ def _group_test_folds(
             f"cannot make {n_folds} folds that hold out whole sites from {len(members)} sites "
             f"({sorted(members)[:8]}); use --folds {len(members)} or fewer"
         )
-    tie = {g: u for g, u in zip(sorted(members), rng.permutation(len(members)), strict=True)}
+    tie = dict(zip(sorted(members), rng.permutation(len(members)), strict=True))
     load = np.zeros(n_folds, dtype=np.int64)
     out: dict[str, int] = {}
     for g in sorted(members, key=lambda g: (-len(members[g]), tie[g])):

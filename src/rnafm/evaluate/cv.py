@@ -318,8 +318,6 @@ def slide_sites(data: CohortData) -> list[str]:
     """
     from rnafm.cohort.tcga import site_from_name
 
-    if data.sites is not None and all(s.strip() for s in data.sites):
-        return [s.strip() for s in data.sites]
     out, missing = [], []
     for i, (sid, pid) in enumerate(zip(data.slide_ids, data.patient_ids, strict=True)):
         given = data.sites[i].strip() if data.sites is not None else ""
