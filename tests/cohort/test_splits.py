@@ -15,6 +15,7 @@ from rnafm.cohort.splits import (
     load_folds,
     make_folds,
     save_folds,
+    split_sites,
 )
 from rnafm.errors import InputError
 
@@ -169,3 +170,36 @@ def test_site_folds_need_enough_sites() -> None:
         make_folds(pids, n_folds=3, groups=two)
     with pytest.raises(InputError, match="--hold-out patient"):
         make_folds(pids, n_folds=2, groups=["A"] * len(pids))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_site_validation_split_holds_out_whole_sites(seed: int) -> None:
+    # one large site and three small ones, 59 / 13 / 14 / 13 patients, some with two slides
+    pids, _ = _patients(37)
+    pids = [f"{p}-{k}" for k in range(3) for p in pids]  # 111 patients' slides
+    uniq = sorted(set(pids))
+    site_of = {p: "A" if i < 59 else "BCD"[(i - 59) % 3] for i, p in enumerate(uniq)}
+    sites = [site_of[p] for p in pids]
+    tr, va = split_sites(pids, sites, fraction=0.15, min_patients=5, seed=seed)
+    assert len(tr) + len(va) == len(pids) and not set(tr) & set(va)
+    val_sites = {sites[i] for i in va}
+    assert not val_sites & {sites[i] for i in tr}  # no site on both sides
+    assert val_sites < {"B", "C", "D"} and len(val_sites) == 1  # one small site, never A
+    assert not {pids[i] for i in va} & {pids[i] for i in tr}
+    # with one site left after the large one, that one is held out even though it is large
+    two = ["A" if site_of[p] == "A" else "B" for p in pids]
+    tr, va = split_sites(pids, two, fraction=0.15, min_patients=5, seed=seed)
+    assert {two[i] for i in va} == {"B"} and {two[i] for i in tr} == {"A"}
+    # several small sites add up towards the target
+    many = [site_of[p] if site_of[p] == "A" else f"S{uniq.index(p) % 12}" for p in pids]
+    tr, va = split_sites(pids, many, fraction=0.15, min_patients=5, seed=seed)
+    n_val = len({pids[i] for i in va})
+    assert abs(n_val - round(0.15 * len(uniq))) <= 6 and len({many[i] for i in va}) >= 2
+
+
+def test_site_validation_split_needs_two_sites() -> None:
+    pids, _ = _patients(12)
+    with pytest.raises(InputError, match="hold out patients instead"):
+        split_sites(pids, ["A"] * len(pids), fraction=0.15, min_patients=2, seed=0)
+    tr, va = split_sites(pids, ["A"] * len(pids), fraction=0.0, min_patients=2, seed=0)
+    assert len(va) == 0 and len(tr) == len(pids)

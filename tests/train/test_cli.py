@@ -59,3 +59,36 @@ def test_cli_errors(tiny_cohort, tmp_path):
         "--out", str(tmp_path / "r"), "--set", "optim.nope=1",
     )  # fmt: skip
     assert r.returncode == 2 and "unknown config option" in r.stderr
+
+
+def test_cli_train_validates_on_a_held_out_site(tiny_cohort, tiny_overrides, tmp_path):
+    import pandas as pd
+
+    root = tiny_cohort["root"]
+    ref = pd.read_csv(root / "all.csv")  # 23 slides of 12 patients, P00-P11
+    site = {f"P{i:02d}": "A" if i < 6 else ("B" if i < 8 else "C") for i in range(12)}
+    ref.insert(2, "site", ref["patient_id"].map(site))
+    with_sites = tmp_path / "ref.csv"
+    ref.to_csv(with_sites, index=False)
+    sets = ["--set", "validation.hold_out=site"]
+    for key, value in tiny_overrides.items():
+        sets += ["--set", f"{key}={json.dumps(value)}"]
+    run = tmp_path / "run"
+    r = _run(
+        "train", "-r", str(with_sites), "-f", str(root / "features"), "-g", str(root / "sets.gmt"),
+        "-o", str(run), "--epochs", "1", *sets,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    split = json.loads((run / "split.json").read_text())
+    assert split["hold_out"] == "site" and len(split["val_sites"]) == 1
+    val = {site[p] for p in split["val_patients"]}
+    assert val == set(split["val_sites"]) and not val & {site[p] for p in split["train_patients"]}
+    assert (
+        json.loads((run / "config.json").read_text())["config"]["validation"]["hold_out"] == "site"
+    )
+    # without a site column (and no TCGA barcodes) the error says what to add
+    r = _run(
+        "train", "-r", str(root / "train.csv"), "-f", str(root / "features"),
+        "-g", str(root / "sets.gmt"), "-o", str(tmp_path / "r2"), *sets,
+    )  # fmt: skip
+    assert r.returncode != 0 and "add a 'site' column" in r.stderr

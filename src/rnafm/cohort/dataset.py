@@ -17,7 +17,7 @@ from rnafm.cohort.reference import Reference, slide_id_from_name
 from rnafm.errors import InputError
 from rnafm.features.clusters import ClusterConfig
 
-__all__ = ["CohortData", "load_cohort_data"]
+__all__ = ["CohortData", "load_cohort_data", "slide_sites"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,32 @@ class CohortData:
             "expression": digest(self.genes, expr),
             "clusters": digest(sorted((clusters or {}).items())),
         }
+
+
+def slide_sites(data: CohortData) -> list[str]:
+    """The tissue source site of every slide: the reference's ``site`` column, else the site
+    field of the slide's or patient's TCGA barcode (``TCGA-<site>-<participant>``).
+
+    Raises
+    ------
+    InputError
+        A slide has no site.
+    """
+    from rnafm.cohort.tcga import site_from_name
+
+    out, missing = [], []
+    for i, (sid, pid) in enumerate(zip(data.slide_ids, data.patient_ids, strict=True)):
+        given = data.sites[i].strip() if data.sites is not None else ""
+        site = given or site_from_name(pid) or site_from_name(sid)
+        if site is None:
+            missing.append(sid)
+        out.append(site or "")
+    if missing:
+        raise InputError(
+            f"no tissue source site for {len(missing)} slide(s), e.g. {missing[:3]}: add a "
+            "'site' column to the reference (TCGA barcodes carry it: TCGA-<site>-<participant>)"
+        )
+    return out
 
 
 def _feature_files(features_dir: PathLike | Sequence[PathLike]) -> dict[str, Path]:

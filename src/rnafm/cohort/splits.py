@@ -30,6 +30,7 @@ from rnafm.errors import InputError
 
 __all__ = [
     "split_patients",
+    "split_sites",
     "Fold",
     "Stratify",
     "HoldOut",
@@ -88,6 +89,65 @@ def split_patients(
         return np.arange(len(patient_ids)), np.zeros(0, dtype=np.int64)
     rng = np.random.default_rng(seed)
     val_patients = {uniq[i] for i in rng.permutation(len(uniq))[:n_val]}
+    is_val = np.asarray([p in val_patients for p in patient_ids])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def split_sites(
+    patient_ids: list[str],
+    sites: Sequence[str],
+    *,
+    fraction: float,
+    min_patients: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of slide indices into (train, val) that holds out whole sites.
+
+    Sites (a patient's site is that of most of its slides) are added to validation one at a
+    time, each time the site that brings the number of validation patients closest to
+    ``max(round(fraction * patients), min_patients)`` (ties broken by a seeded random order),
+    while that brings it closer; at least one site is held out and at least one kept for
+    training. ``fraction`` 0 gives no validation split.
+
+    Raises
+    ------
+    InputError
+        Fewer than two sites.
+    """
+    if fraction <= 0:
+        return np.arange(len(patient_ids)), np.zeros(0, dtype=np.int64)
+    site_of = _patient_strata(patient_ids, sites)
+    members: dict[str, list[str]] = {}
+    for p, g in site_of.items():
+        members.setdefault(g, []).append(p)
+    if len(members) < 2:
+        raise InputError(
+            f"every slide comes from one site ({sorted(members)}): a validation split that "
+            "holds out whole sites needs two sites at least; hold out patients instead "
+            "(validation.hold_out = patient)"
+        )
+    target = max(int(round(fraction * len(site_of))), min_patients)
+    rng = np.random.default_rng(seed)
+    order = [sorted(members)[i] for i in rng.permutation(len(members))]  # ties: at random
+    chosen: list[str] = []
+    n_val = 0
+    while len(chosen) < len(members) - 1:  # keep one site for training
+        left = [g for g in order if g not in chosen]
+        g = min(left, key=lambda g: abs(n_val + len(members[g]) - target))  # first of ties
+        if chosen and abs(n_val + len(members[g]) - target) >= abs(n_val - target):
+            break
+        chosen.append(g)
+        n_val += len(members[g])
+    val_patients = {p for g in chosen for p in members[g]}
+    if n_val > 2 * target:
+        logger.warning(
+            "validation holds out site(s) %s: %d of %d patients (asked for about %d); "
+            "no smaller site was available",
+            ", ".join(chosen),
+            n_val,
+            len(site_of),
+            target,
+        )
     is_val = np.asarray([p in val_patients for p in patient_ids])
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 

@@ -27,6 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm._io import atomic_path, write_json
+from rnafm.cohort.dataset import slide_sites
 from rnafm.cohort.splits import (
     Fold,
     HoldOut,
@@ -305,32 +306,6 @@ def cross_validate(
             result.metrics[name] = ev.summary
     _write_summary(out, result.metrics)
     return result
-
-
-def slide_sites(data: CohortData) -> list[str]:
-    """The tissue source site of every slide: the reference's ``site`` column, else the site
-    field of the slide's or patient's TCGA barcode (``TCGA-<site>-<participant>``).
-
-    Raises
-    ------
-    InputError
-        A slide has no site.
-    """
-    from rnafm.cohort.tcga import site_from_name
-
-    out, missing = [], []
-    for i, (sid, pid) in enumerate(zip(data.slide_ids, data.patient_ids, strict=True)):
-        given = data.sites[i].strip() if data.sites is not None else ""
-        site = given or site_from_name(pid) or site_from_name(sid)
-        if site is None:
-            missing.append(sid)
-        out.append(site or "")
-    if missing:
-        raise InputError(
-            f"no tissue source site for {len(missing)} slide(s), e.g. {missing[:3]}: add a "
-            "'site' column to the reference (TCGA barcodes carry it: TCGA-<site>-<participant>)"
-        )
-    return out
 
 
 def _stale_inputs(z: Any, inputs: Mapping[str, str]) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rnafm._io import write_json
-from rnafm.cohort.splits import split_patients
+from rnafm.cohort.splits import HoldOut, split_patients, split_sites
 from rnafm.errors import InputError
 from rnafm.training.config import TrainConfig, apply_overrides
 
@@ -82,7 +82,7 @@ def train(
 
 def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float) -> Path:
     """Body of :func:`train` once the configuration and the process context are known."""
-    from rnafm.cohort.dataset import load_cohort_data
+    from rnafm.cohort.dataset import load_cohort_data, slide_sites
     from rnafm.cohort.reference import load_reference
     from rnafm.pathways import load_gene_sets, select_tokens
     from rnafm.training import ddp
@@ -101,12 +101,20 @@ def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float
         )
     sets = load_gene_sets(cfg.gene_sets)
     tokens = select_tokens(list(data.genes), sets, cfg.tokens)
-    tr, va = split_patients(
-        list(data.patient_ids),
-        fraction=cfg.validation.fraction,
-        min_patients=cfg.validation.min_patients,
-        seed=cfg.seed,
-    )
+    v = cfg.validation
+    sites = slide_sites(data) if v.hold_out is HoldOut.SITE else None
+    if sites is not None:
+        tr, va = split_sites(
+            list(data.patient_ids),
+            sites,
+            fraction=v.fraction,
+            min_patients=v.min_patients,
+            seed=cfg.seed,
+        )
+    else:
+        tr, va = split_patients(
+            list(data.patient_ids), fraction=v.fraction, min_patients=v.min_patients, seed=cfg.seed
+        )
     train_data = data.subset(tr)
     val_data = data.subset(va) if va.size else None
     out.mkdir(parents=True, exist_ok=True)
@@ -116,6 +124,8 @@ def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float
             {
                 "train_patients": sorted(set(train_data.patient_ids)),
                 "val_patients": [] if val_data is None else sorted(set(val_data.patient_ids)),
+                "hold_out": v.hold_out.value,
+                "val_sites": None if sites is None else sorted({sites[i] for i in va}),
                 "skipped": [list(s) for s in data.skipped],
                 "reference": str(reference),
                 "features": str(features),

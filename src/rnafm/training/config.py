@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm.cohort.reference import ExpressionScale
+from rnafm.cohort.splits import HoldOut
 from rnafm.features.clusters import ClusterConfig
 from rnafm.flow import SamplerConfig
 from rnafm.flow.options import TimeSampling
@@ -64,6 +65,13 @@ class ValidationConfig(BaseModel):
         0.15, ge=0, lt=1, description="Fraction of training patients held out for validation."
     )
     min_patients: int = Field(5, ge=1, description="Fewest validation patients; fewer: no split.")
+    hold_out: HoldOut = Field(
+        HoldOut.PATIENT,
+        description="What the validation split holds out whole: random patients, or whole "
+        "tissue source sites (the reference's 'site' column, else TCGA barcodes), so that "
+        "early stopping, the mean's mix and the interval's calibration see a site shift, as a "
+        "user whose new slides come from another site will.",
+    )
     evaluations: int = Field(
         15, ge=1, description="About this many validations over the planned training run."
     )
