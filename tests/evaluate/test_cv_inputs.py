@@ -94,3 +94,26 @@ def test_same_slide_in_two_feature_folders_warns(tmp_path, caplog) -> None:
     assert data.slide_ids == ["S1"]
     assert str(tmp_path / "a" / "S1.h5") in caplog.text
     assert str(tmp_path / "b" / "S1.h5") in caplog.text
+
+
+def test_rnafm_in_cv_says_a_site_validation_split_is_not_applied(monkeypatch, caplog) -> None:
+    import rnafm
+    import rnafm.pathways
+    from rnafm.evaluate.baselines.flow import FlowConfig, FlowRegressor
+
+    fitted = []
+    monkeypatch.setattr(rnafm.pathways, "select_tokens", lambda *a, **k: None)
+    monkeypatch.setattr(rnafm.pathways, "load_gene_sets", lambda *a, **k: None)
+    monkeypatch.setattr(rnafm, "fit", lambda train, val, **k: fitted.append(val) or "run")
+    monkeypatch.setattr(rnafm, "load_model", lambda run: run)
+
+    class Data:
+        genes = ["G1"]
+
+    for hold_out, warned in (("patient", False), ("site", True)):
+        caplog.clear()
+        config = FlowConfig.model_validate({"train": {"validation.hold_out": hold_out}})
+        with caplog.at_level(logging.WARNING):
+            FlowRegressor(config).fit(Data(), "fold-val", seed=0, out=None)
+        assert ("not applied inside cross-validation" in caplog.text) is warned
+    assert fitted == ["fold-val", "fold-val"]  # the fold's own validation split, both times

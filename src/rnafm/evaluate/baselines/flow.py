@@ -73,6 +73,11 @@ class FlowRegressor:
         from rnafm.pathways import load_gene_sets, select_tokens
 
         config = self.config.train
+        if config.validation.hold_out.value == "site":
+            logger.warning(
+                "validation.hold_out=site is not applied inside cross-validation: each fold's "
+                "validation patients come from its folds (folds.json)"
+            )
         if not self.config.fixed_seed:
             config = config.model_copy(update={"seed": int(seed)})
         tokens = select_tokens(train.genes, load_gene_sets(config.gene_sets), config.tokens)
