@@ -93,6 +93,20 @@ def split_patients(
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def _site_members(site_of: dict[str, str], what: str, instead: str) -> dict[str, list[str]]:
+    """Site -> its patients; an InputError (saying ``what`` needs two sites and to use
+    ``instead``) when every patient comes from one site."""
+    members: dict[str, list[str]] = {}
+    for p, g in site_of.items():
+        members.setdefault(g, []).append(p)
+    if len(members) < 2:
+        raise InputError(
+            f"every slide comes from one site ({sorted(members)}): holding out whole sites for "
+            f"{what} needs two sites at least; hold out patients instead ({instead})"
+        )
+    return members
+
+
 def split_sites(
     patient_ids: list[str],
     sites: Sequence[str],
@@ -117,15 +131,7 @@ def split_sites(
     if fraction <= 0:
         return np.arange(len(patient_ids)), np.zeros(0, dtype=np.int64)
     site_of = _patient_strata(patient_ids, sites)
-    members: dict[str, list[str]] = {}
-    for p, g in site_of.items():
-        members.setdefault(g, []).append(p)
-    if len(members) < 2:
-        raise InputError(
-            f"every slide comes from one site ({sorted(members)}): a validation split that "
-            "holds out whole sites needs two sites at least; hold out patients instead "
-            "(validation.hold_out = patient)"
-        )
+    members = _site_members(site_of, "validation", "validation.hold_out = patient")
     target = max(int(round(fraction * len(site_of))), min_patients)
     rng = np.random.default_rng(seed)
     order = [sorted(members)[i] for i in rng.permutation(len(members))]  # ties: at random
@@ -245,15 +251,9 @@ def _group_test_folds(
 ) -> dict[str, int]:
     """Patient -> test fold, every group's patients in one fold (largest groups placed first,
     each into the fold with the fewest patients; ties broken at random)."""
-    group_of = _patient_strata(patient_ids, groups)
-    members: dict[str, list[str]] = {}
-    for p, g in group_of.items():
-        members.setdefault(g, []).append(p)
-    if len(members) < 2:
-        raise InputError(
-            f"every slide comes from one site ({sorted(members)}): folds that hold out whole "
-            "sites need two sites at least; hold out patients instead (--hold-out patient)"
-        )
+    members = _site_members(
+        _patient_strata(patient_ids, groups), "the test folds", "--hold-out patient"
+    )
     if len(members) < n_folds:
         raise InputError(
             f"cannot make {n_folds} folds that hold out whole sites from {len(members)} sites "
