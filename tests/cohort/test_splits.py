@@ -15,7 +15,9 @@ from rnafm.cohort.splits import (
     load_folds,
     make_folds,
     save_folds,
+    split_patients,
     split_sites,
+    validation_split,
 )
 from rnafm.errors import InputError
 
@@ -195,6 +197,48 @@ def test_site_validation_split_holds_out_whole_sites(seed: int) -> None:
     tr, va = split_sites(pids, many, fraction=0.15, min_patients=5, seed=seed)
     n_val = len({pids[i] for i in va})
     assert abs(n_val - round(0.15 * len(uniq))) <= 6 and len({many[i] for i in va}) >= 2
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_auto_validation_holds_out_sites_only_where_sites_can_make_the_split(seed: int) -> None:
+    from rnafm.cohort.splits import HoldOut, ValidationHoldOut
+
+    pids, _ = _patients(37)
+    pids = [f"{p}-{k}" for k in range(3) for p in pids]  # 111 patients' slides
+    uniq = sorted(set(pids))
+    kw = dict(fraction=0.15, min_patients=5, seed=seed)
+
+    def auto(sites):
+        return validation_split(pids, sites, hold_out=ValidationHoldOut.AUTO, **kw)
+
+    def by_patient():
+        return split_patients(pids, fraction=0.15, min_patients=5, seed=seed)
+
+    # four sites, three of them small: whole sites, exactly split_sites' split
+    four = {p: "A" if i < 59 else "BCD"[(i - 59) % 3] for i, p in enumerate(uniq)}
+    sites = [four[p] for p in pids]
+    tr, va, held = auto(sites)
+    assert held is HoldOut.SITE
+    exp_tr, exp_va = split_sites(pids, sites, **kw)
+    assert np.array_equal(tr, exp_tr) and np.array_equal(va, exp_va)
+    assert not {sites[i] for i in va} & {sites[i] for i in tr}
+    # two sites, no sites known, or three sites each twice the asked-for size: patients
+    two = ["A" if four[p] == "A" else "B" for p in pids]
+    thirds = [f"S{uniq.index(p) % 3}" for p in pids]
+    for other in (two, None, thirds):
+        tr, va, held = auto(other)
+        assert held is HoldOut.PATIENT
+        exp_tr, exp_va = by_patient()
+        assert np.array_equal(tr, exp_tr) and np.array_equal(va, exp_va)
+    # the explicit settings are not second-guessed
+    assert validation_split(pids, two, hold_out=ValidationHoldOut.SITE, **kw)[2] is HoldOut.SITE
+    assert validation_split(pids, sites, hold_out=ValidationHoldOut.PATIENT, **kw)[2] is (
+        HoldOut.PATIENT
+    )
+    # too few patients for a validation split at all
+    few = pids[:8]
+    tr, va, held = validation_split(few, sites[:8], hold_out=ValidationHoldOut.AUTO, **kw)
+    assert held is HoldOut.PATIENT and len(va) == 0
 
 
 def test_site_validation_split_needs_two_sites() -> None:

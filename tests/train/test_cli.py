@@ -70,9 +70,10 @@ def test_cli_train_validates_on_a_held_out_site(tiny_cohort, tiny_overrides, tmp
     ref.insert(2, "site", ref["patient_id"].map(site))
     with_sites = tmp_path / "ref.csv"
     ref.to_csv(with_sites, index=False)
-    sets = ["--set", "validation.hold_out=site"]
+    tiny = []
     for key, value in tiny_overrides.items():
-        sets += ["--set", f"{key}={json.dumps(value)}"]
+        tiny += ["--set", f"{key}={json.dumps(value)}"]
+    sets = ["--set", "validation.hold_out=site", *tiny]
     run = tmp_path / "run"
     r = _run(
         "train", "-r", str(with_sites), "-f", str(root / "features"), "-g", str(root / "sets.gmt"),
@@ -86,6 +87,16 @@ def test_cli_train_validates_on_a_held_out_site(tiny_cohort, tiny_overrides, tmp
     assert (
         json.loads((run / "config.json").read_text())["config"]["validation"]["hold_out"] == "site"
     )
+    # the default (auto) holds out sites on this three-site cohort, and patients without sites
+    for ref_file, want in ((with_sites, "site"), (root / "train.csv", "patient")):
+        out = tmp_path / f"auto_{want}"
+        r = _run(
+            "train", "-r", str(ref_file), "-f", str(root / "features"),
+            "-g", str(root / "sets.gmt"), "-o", str(out), "--epochs", "1", *tiny,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        split = json.loads((out / "split.json").read_text())
+        assert split["hold_out"] == want and (split["val_sites"] is None) == (want == "patient")
     # without a site column (and no TCGA barcodes) the error says what to add
     r = _run(
         "train", "-r", str(root / "train.csv"), "-f", str(root / "features"),

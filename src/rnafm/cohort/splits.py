@@ -31,6 +31,8 @@ from rnafm.errors import InputError
 __all__ = [
     "split_patients",
     "split_sites",
+    "validation_split",
+    "ValidationHoldOut",
     "Fold",
     "Stratify",
     "HoldOut",
@@ -59,6 +61,19 @@ class HoldOut(str, Enum):
 
     PATIENT = "patient"
     SITE = "site"
+
+
+class ValidationHoldOut(str, Enum):
+    """What a training run's validation split holds out whole: ``auto`` (whole sites where
+    the cohort spans three sites or more and some of them add up to about the validation
+    fraction, else patients), ``patient`` or ``site``."""
+
+    AUTO = "auto"
+    PATIENT = "patient"
+    SITE = "site"
+
+
+_AUTO_MIN_SITES = 3
 
 
 @dataclass
@@ -96,9 +111,7 @@ def split_patients(
 def _site_members(site_of: dict[str, str], what: str, instead: str) -> dict[str, list[str]]:
     """Site -> its patients; an InputError (saying ``what`` needs two sites and to use
     ``instead``) when every patient comes from one site."""
-    members: dict[str, list[str]] = {}
-    for p, g in site_of.items():
-        members.setdefault(g, []).append(p)
+    members = _group(site_of)
     if len(members) < 2:
         raise InputError(
             f"every slide comes from one site ({sorted(members)}): holding out whole sites for "
@@ -133,6 +146,21 @@ def split_sites(
     site_of = _patient_strata(patient_ids, sites)
     members = _site_members(site_of, "validation", "validation.hold_out = patient")
     target = max(int(round(fraction * len(site_of))), min_patients)
+    chosen, n_val = _choose_sites(members, target, seed)
+    if n_val > 2 * target:
+        logger.warning(
+            "validation holds out site(s) %s: %d of %d patients (asked for about %d); "
+            "no smaller site was available",
+            ", ".join(chosen),
+            n_val,
+            len(site_of),
+            target,
+        )
+    return _split_by(patient_ids, {p for g in chosen for p in members[g]})
+
+
+def _choose_sites(members: dict[str, list[str]], target: int, seed: int) -> tuple[list[str], int]:
+    """The sites :func:`split_sites` holds out and their number of patients."""
     rng = np.random.default_rng(seed)
     order = [sorted(members)[i] for i in rng.permutation(len(members))]  # ties: at random
     chosen: list[str] = []
@@ -144,18 +172,78 @@ def split_sites(
             break
         chosen.append(g)
         n_val += len(members[g])
-    val_patients = {p for g in chosen for p in members[g]}
+    return chosen, n_val
+
+
+def _split_by(patient_ids: Sequence[str], val_patients: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    is_val = np.asarray([p in val_patients for p in patient_ids], dtype=bool)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def validation_split(
+    patient_ids: list[str],
+    sites: Sequence[str] | None,
+    *,
+    hold_out: ValidationHoldOut,
+    fraction: float,
+    min_patients: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, HoldOut]:
+    """A training run's (train, val) slide indices and what the split held out.
+
+    ``patient``: :func:`split_patients`; ``site``: :func:`split_sites` (``sites`` required);
+    ``auto``: :func:`split_sites` when ``sites`` are known, span at least three sites, and the
+    held-out sites hold at most twice the asked-for number of patients; else
+    :func:`split_patients` (the reason is logged).
+    """
+    if hold_out is ValidationHoldOut.AUTO:
+        hold_out = _auto_hold_out(patient_ids, sites, fraction, min_patients, seed)
+    if hold_out is ValidationHoldOut.SITE:
+        if sites is None:
+            raise ValueError("validation by site needs the slides' sites")
+        tr, va = split_sites(
+            patient_ids, sites, fraction=fraction, min_patients=min_patients, seed=seed
+        )
+        return tr, va, HoldOut.SITE
+    tr, va = split_patients(patient_ids, fraction=fraction, min_patients=min_patients, seed=seed)
+    return tr, va, HoldOut.PATIENT
+
+
+def _auto_hold_out(
+    patient_ids: list[str], sites: Sequence[str] | None, fraction: float, min_patients: int, seed
+) -> ValidationHoldOut:
+    """What ``validation.hold_out = auto`` holds out on this cohort (see validation_split)."""
+    if sites is None or fraction <= 0 or len(set(patient_ids)) < 2 * min_patients:
+        return ValidationHoldOut.PATIENT
+    site_of = _patient_strata(patient_ids, sites)
+    members = _group(site_of)
+    if len(members) < _AUTO_MIN_SITES:
+        logger.info(
+            "validation holds out patients: %d tissue source site(s), whole sites need %d",
+            len(members),
+            _AUTO_MIN_SITES,
+        )
+        return ValidationHoldOut.PATIENT
+    target = max(int(round(fraction * len(site_of))), min_patients)
+    n_val = _choose_sites(members, target, seed)[1]
     if n_val > 2 * target:
-        logger.warning(
-            "validation holds out site(s) %s: %d of %d patients (asked for about %d); "
-            "no smaller site was available",
-            ", ".join(chosen),
+        logger.info(
+            "validation holds out patients: the closest choice of whole sites holds %d "
+            "patients, more than twice the %d asked for",
             n_val,
-            len(site_of),
             target,
         )
-    is_val = np.asarray([p in val_patients for p in patient_ids])
-    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+        return ValidationHoldOut.PATIENT
+    logger.info("validation holds out whole tissue source sites (%d sites)", len(members))
+    return ValidationHoldOut.SITE
+
+
+def _group(site_of: dict[str, str]) -> dict[str, list[str]]:
+    """Site -> its patients."""
+    members: dict[str, list[str]] = {}
+    for p, g in site_of.items():
+        members.setdefault(g, []).append(p)
+    return members
 
 
 def _patient_strata(patient_ids: Sequence[str], strata: Sequence[str] | None) -> dict[str, str]:

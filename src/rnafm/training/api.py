@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rnafm._io import write_json
-from rnafm.cohort.splits import HoldOut, split_patients, split_sites
+from rnafm.cohort.splits import HoldOut, ValidationHoldOut, validation_split
 from rnafm.errors import InputError
 from rnafm.training.config import TrainConfig, apply_overrides
 
@@ -102,19 +102,22 @@ def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float
     sets = load_gene_sets(cfg.gene_sets)
     tokens = select_tokens(list(data.genes), sets, cfg.tokens)
     v = cfg.validation
-    sites = slide_sites(data) if v.hold_out is HoldOut.SITE else None
-    if sites is not None:
-        tr, va = split_sites(
-            list(data.patient_ids),
-            sites,
-            fraction=v.fraction,
-            min_patients=v.min_patients,
-            seed=cfg.seed,
-        )
-    else:
-        tr, va = split_patients(
-            list(data.patient_ids), fraction=v.fraction, min_patients=v.min_patients, seed=cfg.seed
-        )
+    sites = None
+    if v.hold_out is ValidationHoldOut.SITE:
+        sites = slide_sites(data)  # an error naming the fix when a slide has none
+    elif v.hold_out is ValidationHoldOut.AUTO:
+        try:
+            sites = slide_sites(data)
+        except InputError:
+            sites = None  # no site for every slide: hold out patients
+    tr, va, held = validation_split(
+        list(data.patient_ids),
+        sites,
+        hold_out=v.hold_out,
+        fraction=v.fraction,
+        min_patients=v.min_patients,
+        seed=cfg.seed,
+    )
     train_data = data.subset(tr)
     val_data = data.subset(va) if va.size else None
     out.mkdir(parents=True, exist_ok=True)
@@ -124,8 +127,8 @@ def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float
             {
                 "train_patients": sorted(set(train_data.patient_ids)),
                 "val_patients": [] if val_data is None else sorted(set(val_data.patient_ids)),
-                "hold_out": v.hold_out.value,
-                "val_sites": None if sites is None else sorted({sites[i] for i in va}),
+                "hold_out": held.value,
+                "val_sites": sorted({sites[i] for i in va}) if held is HoldOut.SITE else None,
                 "skipped": [list(s) for s in data.skipped],
                 "reference": str(reference),
                 "features": str(features),

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm.cohort.reference import ExpressionScale
-from rnafm.cohort.splits import HoldOut
+from rnafm.cohort.splits import ValidationHoldOut
 from rnafm.features.clusters import ClusterConfig
 from rnafm.flow import SamplerConfig
 from rnafm.flow.options import TimeSampling
@@ -65,12 +65,14 @@ class ValidationConfig(BaseModel):
         0.15, ge=0, lt=1, description="Fraction of training patients held out for validation."
     )
     min_patients: int = Field(5, ge=1, description="Fewest validation patients; fewer: no split.")
-    hold_out: HoldOut = Field(
-        HoldOut.PATIENT,
-        description="What the validation split holds out whole: random patients, or whole "
-        "tissue source sites (the reference's 'site' column, else TCGA barcodes), so that "
-        "early stopping, the mean's mix and the interval's calibration see a site shift, as a "
-        "user whose new slides come from another site will.",
+    hold_out: ValidationHoldOut = Field(
+        ValidationHoldOut.AUTO,
+        description="What the validation split holds out whole: 'patient' (random patients), "
+        "'site' (whole tissue source sites: the reference's 'site' column, else TCGA barcodes), "
+        "so that early stopping, the mean's mix and the interval's calibration see a site "
+        "shift, as a user whose new slides come from another site will; or 'auto': sites when "
+        "every slide has one, there are at least three, and whole sites can make up about the "
+        "validation fraction (at most twice it), else patients. split.json records the choice.",
     )
     evaluations: int = Field(
         15, ge=1, description="About this many validations over the planned training run."

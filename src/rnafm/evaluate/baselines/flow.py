@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rnafm.cohort.splits import HoldOut
+from rnafm.cohort.splits import ValidationHoldOut
 from rnafm.evaluate.baselines.base import Predictions
 from rnafm.training.config import TrainConfig, apply_overrides
 
@@ -74,7 +74,7 @@ class FlowRegressor:
         from rnafm.pathways import load_gene_sets, select_tokens
 
         config = self.config.train
-        if config.validation.hold_out is HoldOut.SITE:
+        if config.validation.hold_out is ValidationHoldOut.SITE:
             logger.warning(
                 "validation.hold_out=site is not applied inside cross-validation: each fold's "
                 "validation patients come from its folds (folds.json)"
