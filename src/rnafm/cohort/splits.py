@@ -197,7 +197,11 @@ def validation_split(
     :func:`split_patients` (the reason is logged).
     """
     if hold_out is ValidationHoldOut.AUTO:
-        hold_out = _auto_hold_out(patient_ids, sites, fraction, min_patients, seed)
+        val = _auto_site_patients(patient_ids, sites, fraction, min_patients, seed)
+        if val is not None:
+            tr, va = _split_by(patient_ids, val)
+            return tr, va, HoldOut.SITE
+        hold_out = ValidationHoldOut.PATIENT
     if hold_out is ValidationHoldOut.SITE:
         if sites is None:
             raise ValueError("validation by site needs the slides' sites")
@@ -209,12 +213,13 @@ def validation_split(
     return tr, va, HoldOut.PATIENT
 
 
-def _auto_hold_out(
+def _auto_site_patients(
     patient_ids: list[str], sites: Sequence[str] | None, fraction: float, min_patients: int, seed
-) -> ValidationHoldOut:
-    """What ``validation.hold_out = auto`` holds out on this cohort (see validation_split)."""
+) -> set[str] | None:
+    """The validation patients of ``validation.hold_out = auto`` when it holds out whole
+    sites (the sites :func:`split_sites` would choose), None when it holds out patients."""
     if sites is None or fraction <= 0 or len(set(patient_ids)) < 2 * min_patients:
-        return ValidationHoldOut.PATIENT
+        return None
     site_of = _patient_strata(patient_ids, sites)
     members = _group(site_of)
     if len(members) < _AUTO_MIN_SITES:
@@ -223,9 +228,9 @@ def _auto_hold_out(
             len(members),
             _AUTO_MIN_SITES,
         )
-        return ValidationHoldOut.PATIENT
+        return None
     target = max(int(round(fraction * len(site_of))), min_patients)
-    n_val = _choose_sites(members, target, seed)[1]
+    chosen, n_val = _choose_sites(members, target, seed)
     if n_val > 2 * target:
         logger.info(
             "validation holds out patients: the closest choice of whole sites holds %d "
@@ -233,9 +238,9 @@ def _auto_hold_out(
             n_val,
             target,
         )
-        return ValidationHoldOut.PATIENT
+        return None
     logger.info("validation holds out whole tissue source sites (%d sites)", len(members))
-    return ValidationHoldOut.SITE
+    return {p for g in chosen for p in members[g]}
 
 
 def _group(site_of: dict[str, str]) -> dict[str, list[str]]:
