@@ -247,3 +247,49 @@ def test_site_validation_split_needs_two_sites() -> None:
         split_sites(pids, ["A"] * len(pids), fraction=0.15, min_patients=2, seed=0)
     tr, va = split_sites(pids, ["A"] * len(pids), fraction=0.0, min_patients=2, seed=0)
     assert len(va) == 0 and len(tr) == len(pids)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_fold_validation_follows_auto(seed: int) -> None:
+    from rnafm.cohort.splits import ValidationHoldOut
+
+    pids, _ = _patients(37)
+    pids = [f"{p}-{k}" for k in range(3) for p in pids]  # 111 patients' slides
+    uniq = sorted(set(pids))
+    # one large site and twelve small ones
+    site_of = {p: "A" if i < 59 else f"S{i % 12}" for i, p in enumerate(uniq)}
+    sites = [site_of[p] for p in pids]
+    plain = make_folds(pids, n_folds=3, seed=seed)
+    assert all(f.meta == {"val_hold_out": "patient"} for f in plain)
+    folds = make_folds(pids, n_folds=3, seed=seed, sites=sites)
+    assert_no_leak(folds, pids)
+    for f, p in zip(folds, plain, strict=True):
+        assert f.test == p.test  # the test folds do not move
+        assert f.meta["val_hold_out"] == "site"
+        val_sites = {site_of[q] for q in f.val}
+        assert val_sites == set(f.meta["val_sites"]) and "A" not in val_sites
+        assert not val_sites & {site_of[q] for q in f.train}  # whole sites
+        target = round(0.15 * (len(f.train) + len(f.val)))
+        assert target // 2 <= len(f.val) <= 2 * target
+    # no sites, explicit patients, or too few sites: exactly the patient validation splits
+    two = ["A" if site_of[p] == "A" else "B" for p in pids]
+    for kw in ({"sites": None}, {"sites": sites, "val_hold_out": ValidationHoldOut.PATIENT},
+               {"sites": two}):  # fmt: skip
+        same = make_folds(pids, n_folds=3, seed=seed, **kw)
+        assert [f.to_dict() for f in same] == [f.to_dict() for f in plain]
+    # site-held-out test folds keep their whole-site validation inside the training sites
+    folds = make_folds(pids, n_folds=3, seed=seed, groups=sites, sites=sites)
+    assert_no_leak(folds, pids)
+    for f in folds:
+        seen = {site_of[q] for q in f.train}
+        assert not {site_of[q] for q in f.val} & seen
+        assert not {site_of[q] for q in f.test} & (seen | {site_of[q] for q in f.val})
+    # explicit site: even two sites; one site, or no sites known, is an error
+    assert all(
+        f.meta["val_hold_out"] == "site"
+        for f in make_folds(pids, n_folds=3, sites=two, val_hold_out=ValidationHoldOut.SITE)
+    )
+    with pytest.raises(InputError, match="--val-hold-out patient"):
+        make_folds(pids, n_folds=3, sites=["A"] * len(pids), val_hold_out=ValidationHoldOut.SITE)
+    with pytest.raises(ValueError, match="needs the slides' sites"):
+        make_folds(pids, n_folds=3, val_hold_out=ValidationHoldOut.SITE)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import anndata as ad
 import numpy as np
@@ -328,3 +330,39 @@ def test_cli_cv_holds_out_sites(files, tmp_path) -> None:
     res = CliRunner().invoke(cli, [*args, "--folds", "4", "-o", str(tmp_path / "cv4")])
     assert isinstance(res.exception, InputError)  # `rnafm` prints it and exits with 2
     assert "use --folds 3 or fewer" in str(res.exception)
+
+
+def test_cli_cv_validation_holds_out_sites_by_default(files, tmp_path) -> None:
+    from rnafm.cli.main import cli
+
+    reference, feats = files
+    ref = pd.read_csv(reference)
+    site_of = {p: f"SITE-{i}" for i, p in enumerate(sorted(set(ref.patient_id)))}
+    ref.insert(2, "site", ref.patient_id.map(site_of))  # a site per patient: many sites
+    with_sites = tmp_path / "with_sites.csv"
+    ref.to_csv(with_sites, index=False)
+    args = ["cv", "-f", str(feats), "-m", "mean", "--clusters", "3", "--folds", "2",
+            "--gene-sets", "none", "--expression-scale", "log2"]  # fmt: skip
+    held = {}
+    for name, ref_path, extra in (
+        ("auto", with_sites, []),
+        ("patient", with_sites, ["--val-hold-out", "patient"]),
+        ("no_sites", reference, []),
+    ):
+        out = tmp_path / name
+        res = CliRunner().invoke(
+            cli, [*args, "-r", str(ref_path), *extra, "-o", str(out)], catch_exceptions=False
+        )
+        assert res.exit_code == 0, res.output
+        saved = json.loads((out / "folds.json").read_text())
+        held[name] = [f["val_hold_out"] for f in saved["folds"]]
+        if name == "auto":
+            assert saved["val_hold_out"] == "auto"
+            for fold in saved["folds"]:
+                assert fold["val_sites"] == sorted(site_of[p] for p in fold["val"])
+    assert held == {"auto": ["site"] * 2, "patient": ["patient"] * 2, "no_sites": ["patient"] * 2}
+    page = tmp_path / "report.html"
+    res = CliRunner().invoke(cli, ["report", str(tmp_path / "auto"), "-o", str(page)])
+    assert res.exit_code == 0, res.output
+    text = re.sub(r"\s+", "", html.unescape(page.read_text()))
+    assert '"validationholdsout":["site","site"]' in text

@@ -132,6 +132,16 @@ def _load_reference(path: Path, scale: str):
     "a site it was trained on.",
 )
 @click.option(
+    "--val-hold-out",
+    "val_hold_out",
+    type=click.Choice(["auto", "patient", "site"]),
+    default="auto",
+    show_default=True,
+    help="What each training fold's validation split holds out whole, as `rnafm train`'s "
+    "validation.hold_out: auto holds out whole sites where the training fold spans three "
+    "sites or more (the reference's 'site' column or TCGA barcodes), else patients.",
+)
+@click.option(
     "--val-fraction",
     type=click.FloatRange(0, 1, max_open=True),
     default=0.15,
@@ -178,6 +188,7 @@ def cv_cmd(
     repair_folds,
     stratify,
     hold_out,
+    val_hold_out,
     val_fraction,
     seed,
     k,
@@ -199,7 +210,7 @@ def cv_cmd(
             "each fold's model with `torchrun ... -m rnafm train`."
         )
     from rnafm.cohort.dataset import load_cohort_data
-    from rnafm.cohort.splits import HoldOut, Stratify, load_folds
+    from rnafm.cohort.splits import HoldOut, Stratify, ValidationHoldOut, load_folds
     from rnafm.evaluate.cv import CVConfig, cross_validate
     from rnafm.features.clusters import ClusterConfig
 
@@ -214,6 +225,7 @@ def cv_cmd(
         val_fraction=val_fraction,
         stratify=Stratify(stratify),
         hold_out=HoldOut(hold_out),
+        val_hold_out=ValidationHoldOut(val_hold_out),
         seed=seed,
         random_baseline=random_baseline,
     )

@@ -221,26 +221,36 @@ def _auto_site_patients(
     if sites is None or fraction <= 0 or len(set(patient_ids)) < 2 * min_patients:
         return None
     site_of = _patient_strata(patient_ids, sites)
-    members = _group(site_of)
+    target = max(int(round(fraction * len(site_of))), min_patients)
+    chosen = _auto_sites(_group(site_of), target, seed, "validation")
+    return None if chosen is None else set(chosen[1])
+
+
+def _auto_sites(
+    members: dict[str, list[str]], target: int, seed: int, what: str
+) -> tuple[list[str], list[str]] | None:
+    """The sites ``auto`` holds out for ``what`` (a validation split of about ``target``
+    patients) and their patients, or None (logged) when it holds out patients instead."""
     if len(members) < _AUTO_MIN_SITES:
         logger.info(
-            "validation holds out patients: %d tissue source site(s), whole sites need %d",
+            "%s holds out patients: %d tissue source site(s), whole sites need %d",
+            what,
             len(members),
             _AUTO_MIN_SITES,
         )
         return None
-    target = max(int(round(fraction * len(site_of))), min_patients)
     chosen, n_val = _choose_sites(members, target, seed)
     if n_val > 2 * target:
         logger.info(
-            "validation holds out patients: the closest choice of whole sites holds %d "
+            "%s holds out patients: the closest choice of whole sites holds %d "
             "patients, more than twice the %d asked for",
+            what,
             n_val,
             target,
         )
         return None
-    logger.info("validation holds out whole tissue source sites (%d sites)", len(members))
-    return {p for g in chosen for p in members[g]}
+    logger.info("%s holds out whole tissue source sites (%d sites)", what, len(members))
+    return chosen, [p for g in chosen for p in members[g]]
 
 
 def _group(site_of: dict[str, str]) -> dict[str, list[str]]:
@@ -278,6 +288,8 @@ def make_folds(
     strata: Sequence[str] | None = None,
     groups: Sequence[str] | None = None,
     seed: int = 0,
+    sites: Sequence[str] | None = None,
+    val_hold_out: ValidationHoldOut = ValidationHoldOut.AUTO,
 ) -> list[Fold]:
     """Patient-level K-fold splits with a validation split inside each training fold.
 
@@ -301,6 +313,15 @@ def make_folds(
         patient's group is the most common among its slides.
     seed
         Seed of the shuffling.
+    sites
+        Optional tissue source site of every slide, for the validation splits.
+    val_hold_out
+        What each validation split holds out whole, as ``validation.hold_out`` of a training
+        run: ``auto`` holds out whole sites of the training fold when ``sites`` are given, the
+        training fold spans at least three sites and the closest choice of whole sites holds
+        at most twice the asked-for number of patients (else patients, as ``patient`` does);
+        ``site`` always holds out whole sites (two sites at least). Each fold's ``meta``
+        records what it held out (``val_hold_out``) and its validation sites (``val_sites``).
 
     Returns
     -------
@@ -316,6 +337,9 @@ def make_folds(
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
     stratum = _patient_strata(list(map(str, patient_ids)), strata)
+    if val_hold_out is ValidationHoldOut.SITE and sites is None:
+        raise ValueError("validation by site needs the slides' sites")
+    site_of = _patient_strata(list(map(str, patient_ids)), sites) if sites is not None else {}
     rng = np.random.default_rng(seed)
     if groups is not None:
         test_of = _group_test_folds(list(map(str, patient_ids)), groups, n_folds, rng)
@@ -333,10 +357,36 @@ def make_folds(
         u = rng.uniform()
         picks = {int((j + u) * len(rest) / n_val) for j in range(n_val)} if n_val else set()
         val = sorted(rest[i] for i in picks)
+        meta: dict = {"val_hold_out": HoldOut.PATIENT.value}
+        if n_val and sites is not None and val_hold_out is not ValidationHoldOut.PATIENT:
+            by_site = _fold_val_sites(rest, site_of, n_val, val_hold_out, seed + k, k)
+            if by_site is not None:
+                val = sorted(by_site[1])
+                meta = {"val_hold_out": HoldOut.SITE.value, "val_sites": sorted(by_site[0])}
         train = sorted(set(rest) - set(val))
-        folds.append(Fold(train=train, val=val, test=test))
+        folds.append(Fold(train=train, val=val, test=test, meta=meta))
     check_folds(folds, patients)
     return folds
+
+
+def _fold_val_sites(
+    rest: list[str],
+    site_of: dict[str, str],
+    target: int,
+    hold_out: ValidationHoldOut,
+    seed: int,
+    k: int,
+) -> tuple[list[str], list[str]] | None:
+    """The validation sites and patients of training fold ``rest`` when its validation split
+    holds out whole sites (``site``, or ``auto`` where the sites allow), else None."""
+    members = _group({p: site_of[p] for p in rest})
+    if hold_out is ValidationHoldOut.AUTO:
+        return _auto_sites(members, target, seed, f"fold {k}: validation")
+    members = _site_members(
+        {p: site_of[p] for p in rest}, f"fold {k}'s validation", "--val-hold-out patient"
+    )
+    chosen, _ = _choose_sites(members, target, seed)
+    return chosen, [p for g in chosen for p in members[g]]
 
 
 def _group_test_folds(
@@ -422,7 +472,7 @@ def save_folds(path: str | os.PathLike[str], folds: Sequence[Fold], **meta) -> N
             "version": 1,
             "n_folds": len(folds),
             **meta,
-            "folds": [f.to_dict() for f in folds],
+            "folds": [{**f.to_dict(), **f.meta} for f in folds],
         },
     )
 
@@ -439,7 +489,7 @@ def _repair(folds: list[Fold]) -> list[Fold]:
             logger.warning(
                 "fold %d: removed %d test patient(s) from its train/val splits", i, dropped
             )
-        out.append(Fold(train=train, val=val, test=list(f.test)))
+        out.append(Fold(train=train, val=val, test=list(f.test), meta=f.meta))
     return out
 
 
@@ -503,7 +553,10 @@ def load_folds(
         try:
             obj = read_json(path)
             folds = [
-                Fold(**{s: list(map(str, f.get(s, []))) for s in ("train", "val", "test")})
+                Fold(
+                    **{s: list(map(str, f.get(s, []))) for s in ("train", "val", "test")},
+                    meta={k: v for k, v in f.items() if k not in ("train", "val", "test")},
+                )
                 for f in obj["folds"]
             ]
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
@@ -520,7 +573,8 @@ def load_folds(
                 "%s: %d patient id(s) are not in the cohort and are ignored", path, len(unknown)
             )
         folds = [
-            Fold(*([p for p in s if p in known] for s in (f.train, f.val, f.test))) for f in folds
+            Fold(*([p for p in s if p in known] for s in (f.train, f.val, f.test)), meta=f.meta)
+            for f in folds
         ]
     if repair:
         folds = _repair(folds)

@@ -32,6 +32,7 @@ from rnafm.cohort.splits import (
     Fold,
     HoldOut,
     Stratify,
+    ValidationHoldOut,
     check_folds,
     fold_indices,
     folds_digest,
@@ -75,6 +76,13 @@ class CVConfig(BaseModel):
         HoldOut.PATIENT,
         description="What a test fold holds out whole: patients, or tissue source sites (the "
         "reference's 'site' column, else the site field of TCGA barcodes).",
+    )
+    val_hold_out: ValidationHoldOut = Field(
+        ValidationHoldOut.AUTO,
+        description="What each training fold's validation split holds out whole, as a "
+        "training run's validation.hold_out: auto (whole sites where the training fold spans "
+        "three sites or more and some add up to about val_fraction, else patients), patient "
+        "or site.",
     )
     seed: int = Field(0, ge=0, description="Seed of the folds and of model training.")
     random_baseline: bool = Field(
@@ -261,24 +269,35 @@ def cross_validate(
             if data.projects is None:
                 raise InputError("--stratify project needs a 'project' column in the reference")
             strata = data.projects
+        sites = None
+        if config.hold_out is HoldOut.SITE or config.val_hold_out is ValidationHoldOut.SITE:
+            sites = slide_sites(data)  # an error naming the fix when a slide has none
+        elif config.val_hold_out is ValidationHoldOut.AUTO:
+            try:
+                sites = slide_sites(data)
+            except InputError:
+                sites = None  # no site for every slide: validation holds out patients
         folds = make_folds(
             pids,
             n_folds=config.n_folds,
             val_fraction=config.val_fraction,
             strata=strata,
-            groups=slide_sites(data) if config.hold_out is HoldOut.SITE else None,
+            groups=sites if config.hold_out is HoldOut.SITE else None,
             seed=config.seed,
+            sites=sites,
+            val_hold_out=config.val_hold_out,
         )
     else:
         check_folds(folds, sorted(set(pids)), require_all=False)
-        if config.hold_out is HoldOut.SITE:
-            logger.warning("folds given: they are used as they are (--hold-out site not applied)")
+        if config.hold_out is HoldOut.SITE or config.val_hold_out is ValidationHoldOut.SITE:
+            logger.warning("folds given: they are used as they are (holding out sites not applied)")
     save_folds(
         out / "folds.json",
         folds,
         seed=config.seed,
         stratify=config.stratify.value,
         hold_out=config.hold_out.value,
+        val_hold_out=config.val_hold_out.value,
     )
     names = [ModelName(m).value for m in models]
     if ModelName.RNAFM.value in names and ModelName.PRIOR_GAUSSIAN.value not in names:

@@ -78,6 +78,7 @@ def _collect(inputs: Sequence[str | os.PathLike[str]]) -> _Inputs:
             found.notes["folds"] = {k: v for k, v in folds.items() if k != "folds"} | {
                 "patients per test fold": [len(f["test"]) for f in folds["folds"]],
                 "patients per validation split": [len(f["val"]) for f in folds["folds"]],
+                "validation holds out": [f.get("val_hold_out", "patient") for f in folds["folds"]],
             }
         elif is_maps_folder(item):
             continue  # rnafm maps output: shown in the spatial-maps section

@@ -77,7 +77,8 @@ class FlowRegressor:
         if config.validation.hold_out is ValidationHoldOut.SITE:
             logger.warning(
                 "validation.hold_out=site is not applied inside cross-validation: each fold's "
-                "validation patients come from its folds (folds.json)"
+                "validation patients come from its folds (folds.json; `rnafm cv "
+                "--val-hold-out site` holds out whole sites there)"
             )
         if not self.config.fixed_seed:
             config = config.model_copy(update={"seed": int(seed)})
