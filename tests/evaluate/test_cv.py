@@ -65,6 +65,13 @@ def test_cross_validate_writes_honest_oof(tmp_path, make, monkeypatch) -> None:
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert summary["model"].tolist() == ["mean", "ridge", "sequoia"]
     assert summary.set_index("model").loc["ridge", "mean_pearson_r"] > 0.5
+    # beside the pooled r: the mean over folds of each fold's own mean r
+    fold_of = ridge.obs["fold"].to_numpy()
+    per_fold = [np.nanmean(pearson(data.expression[fold_of == k], ridge.X[fold_of == k])[0])
+                for k in range(3)]  # fmt: skip
+    row = summary.set_index("model").loc["ridge"]
+    assert row["mean_pearson_r_per_fold"] == pytest.approx(np.mean(per_fold), rel=1e-4)
+    assert row["mean_pearson_r_per_fold_sd"] == pytest.approx(np.std(per_fold, ddof=1), rel=1e-3)
 
     # a second run reuses every finished fold
     from rnafm.evaluate import cv as cv_mod
@@ -341,7 +348,7 @@ def test_cli_cv_validation_holds_out_sites_by_default(files, tmp_path) -> None:
     ref.insert(2, "site", ref.patient_id.map(site_of))  # a site per patient: many sites
     with_sites = tmp_path / "with_sites.csv"
     ref.to_csv(with_sites, index=False)
-    args = ["cv", "-f", str(feats), "-m", "mean", "--clusters", "3", "--folds", "2",
+    args = ["cv", "-f", str(feats), "-m", "ridge", "--clusters", "3", "--folds", "2",
             "--gene-sets", "none", "--expression-scale", "log2"]  # fmt: skip
     held = {}
     for name, ref_path, extra in (
@@ -354,6 +361,7 @@ def test_cli_cv_validation_holds_out_sites_by_default(files, tmp_path) -> None:
             cli, [*args, "-r", str(ref_path), *extra, "-o", str(out)], catch_exceptions=False
         )
         assert res.exit_code == 0, res.output
+        assert re.search(r"ridge +mean r \S+ \(per fold \S+ \+- \S+\)", res.output), res.output
         saved = json.loads((out / "folds.json").read_text())
         held[name] = [f["val_hold_out"] for f in saved["folds"]]
         if name == "auto":

@@ -241,9 +241,15 @@ def cv_cmd(
     )
     for name, m in result.metrics.items():
         g = m["genes"]
+        pf = m.get("per_fold") or {}
+        per_fold = ""
+        if pf.get("mean_pearson_r_sd") is not None:
+            per_fold = (
+                f" (per fold {_num(pf['mean_pearson_r_mean'])} +- {_num(pf['mean_pearson_r_sd'])})"
+            )
         click.echo(
-            f"{name:12s} mean r {_num(g['mean_pearson_r'])}  genes r>0.4 {g['n_r_above_0.4']}"
-            f"  -> {result.predictions[name]}"
+            f"{name:12s} mean r {_num(g['mean_pearson_r'])}{per_fold}  genes r>0.4 "
+            f"{g['n_r_above_0.4']}  -> {result.predictions[name]}"
         )
     click.echo(f"summary: {out / 'summary.csv'}")
 
