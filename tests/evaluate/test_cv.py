@@ -300,8 +300,8 @@ def test_reads_rnafm_predict_files(tmp_path, make) -> None:
 def test_slide_sites_from_column_or_tcga_barcode(make) -> None:
     from dataclasses import replace
 
+    from rnafm.cohort.dataset import slide_sites
     from rnafm.cohort.tcga import site_from_name
-    from rnafm.evaluate.cv import slide_sites
 
     assert site_from_name("TCGA-05-4244-01Z-00-DX1") == "05" and site_from_name("P001") is None
     data = make(6)

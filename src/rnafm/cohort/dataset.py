@@ -123,6 +123,17 @@ def slide_sites(data: CohortData) -> list[str]:
     return out
 
 
+def sites_for(data: CohortData, *, required: bool) -> list[str] | None:
+    """:func:`slide_sites` when ``required`` (its error names the fix when a slide has no
+    site); otherwise the sites when every slide has one, else None (hold out patients)."""
+    if required:
+        return slide_sites(data)
+    try:
+        return slide_sites(data)
+    except InputError:
+        return None
+
+
 def _feature_files(features_dir: PathLike | Sequence[PathLike]) -> dict[str, Path]:
     from rnafm.features.io import find_feature_files
 

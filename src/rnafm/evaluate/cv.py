@@ -27,7 +27,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm._io import atomic_path, write_json
-from rnafm.cohort.dataset import slide_sites
+from rnafm.cohort.dataset import sites_for
 from rnafm.cohort.splits import (
     Fold,
     HoldOut,
@@ -270,13 +270,11 @@ def cross_validate(
                 raise InputError("--stratify project needs a 'project' column in the reference")
             strata = data.projects
         sites = None
-        if config.hold_out is HoldOut.SITE or config.val_hold_out is ValidationHoldOut.SITE:
-            sites = slide_sites(data)  # an error naming the fix when a slide has none
-        elif config.val_hold_out is ValidationHoldOut.AUTO:
-            try:
-                sites = slide_sites(data)
-            except InputError:
-                sites = None  # no site for every slide: validation holds out patients
+        if config.hold_out is HoldOut.SITE or config.val_hold_out is not ValidationHoldOut.PATIENT:
+            required = (
+                config.hold_out is HoldOut.SITE or config.val_hold_out is ValidationHoldOut.SITE
+            )
+            sites = sites_for(data, required=required)
         folds = make_folds(
             pids,
             n_folds=config.n_folds,

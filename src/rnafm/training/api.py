@@ -82,7 +82,7 @@ def train(
 
 def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float) -> Path:
     """Body of :func:`train` once the configuration and the process context are known."""
-    from rnafm.cohort.dataset import load_cohort_data, slide_sites
+    from rnafm.cohort.dataset import load_cohort_data, sites_for
     from rnafm.cohort.reference import load_reference
     from rnafm.pathways import load_gene_sets, select_tokens
     from rnafm.training import ddp
@@ -103,13 +103,8 @@ def _train(reference, features, cfg: TrainConfig, out: Path, ctx, t_start: float
     tokens = select_tokens(list(data.genes), sets, cfg.tokens)
     v = cfg.validation
     sites = None
-    if v.hold_out is ValidationHoldOut.SITE:
-        sites = slide_sites(data)  # an error naming the fix when a slide has none
-    elif v.hold_out is ValidationHoldOut.AUTO:
-        try:
-            sites = slide_sites(data)
-        except InputError:
-            sites = None  # no site for every slide: hold out patients
+    if v.hold_out is not ValidationHoldOut.PATIENT:
+        sites = sites_for(data, required=v.hold_out is ValidationHoldOut.SITE)
     tr, va, held = validation_split(
         list(data.patient_ids),
         sites,
