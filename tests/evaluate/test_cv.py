@@ -374,3 +374,25 @@ def test_cli_cv_validation_holds_out_sites_by_default(files, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     text = re.sub(r"\s+", "", html.unescape(page.read_text()))
     assert '"validationholdsout":["site","site"]' in text
+
+
+def test_a_checkpoint_of_another_fold_is_not_resumed(tmp_path, make) -> None:
+    data = make(12, seed=2)
+    config = CVConfig(n_folds=2, seed=0)
+    fold_dir = tmp_path / "ridge" / "fold_0"
+    fold_dir.mkdir(parents=True)
+    (fold_dir / "checkpoint.pt").write_bytes(b"an interrupted run of other folds")
+    cross_validate(data, out=tmp_path, models=["ridge"], config=config)
+    assert not (fold_dir / "checkpoint.pt").exists()  # no key of its own: trained afresh
+    started = (fold_dir / "fold_key.txt").read_text()
+    # interrupted again after this fold started: the checkpoint is its own and is kept
+    (fold_dir / "fold.npz").unlink()
+    (fold_dir / "checkpoint.pt").write_bytes(b"this fold's interrupted run")
+    cross_validate(data, out=tmp_path, models=["ridge"], config=config)
+    assert (fold_dir / "checkpoint.pt").exists()
+    assert (fold_dir / "fold_key.txt").read_text() == started
+    # the same folder with other folds (another seed): the old fold's checkpoint goes
+    (fold_dir / "fold.npz").unlink()
+    cross_validate(data, out=tmp_path, models=["ridge"], config=CVConfig(n_folds=2, seed=1))
+    assert not (fold_dir / "checkpoint.pt").exists()
+    assert (fold_dir / "fold_key.txt").read_text() != started

@@ -5,6 +5,7 @@ Layout of ``out``::
     folds.json                      the folds (reusable with --folds-file)
     <model>/fold_<i>/               the fold's model (a run directory for rnafm), its history
     <model>/fold_<i>/fold.npz       test-fold predictions, validation correlations (resume cache)
+    <model>/fold_<i>/fold_key.txt   the fold, options and inputs a training checkpoint there is of
     <model>/oof_predictions.h5ad    out-of-fold predictions for every slide (obs['fold'])
     <model>/oof_draws.h5            posterior draws, when the model has them
     <model>/metrics.json, per_gene.csv[, per_pathway.csv]
@@ -357,6 +358,7 @@ def _cached_fold(
                 ", ".join(changed),
             )
         (fold_dir / "checkpoint.pt").unlink(missing_ok=True)  # never resume on other data
+    _forget_other_checkpoint(fold_dir, key + json.dumps(dict(inputs), sort_keys=True))
     res = _run_fold(
         name,
         data,
@@ -371,6 +373,21 @@ def _cached_fold(
     with atomic_path(cache) as tmp, tmp.open("wb") as f:
         np.savez(f, key=np.asarray(key), inputs=np.asarray(json.dumps(dict(inputs))), **res)
     return res
+
+
+def _forget_other_checkpoint(fold_dir: Path, started: str) -> None:
+    """Delete a training checkpoint left in ``fold_dir`` by an interrupted run of another fold
+    definition, model options or input data (a rerun then trains afresh instead of refusing
+    the checkpoint); one of the same fold is kept, so the fold resumes. ``started`` (the fold's
+    key and inputs) is written to ``fold_key.txt`` for the next run."""
+    mark = fold_dir / "fold_key.txt"
+    ckpt = fold_dir / "checkpoint.pt"
+    if ckpt.is_file() and (not mark.is_file() or mark.read_text() != started):
+        logger.info("%s: the checkpoint belongs to another fold or input; training afresh", ckpt)
+        ckpt.unlink()
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(mark) as tmp:
+        tmp.write_text(started)
 
 
 def _write_summary(out: Path, metrics: Mapping[str, dict]) -> None:
