@@ -379,12 +379,10 @@ def _fold_val_sites(
 ) -> tuple[list[str], list[str]] | None:
     """The validation sites and patients of training fold ``rest`` when its validation split
     holds out whole sites (``site``, or ``auto`` where the sites allow), else None."""
-    members = _group({p: site_of[p] for p in rest})
+    fold_sites = {p: site_of[p] for p in rest}
     if hold_out is ValidationHoldOut.AUTO:
-        return _auto_sites(members, target, seed, f"fold {k}: validation")
-    members = _site_members(
-        {p: site_of[p] for p in rest}, f"fold {k}'s validation", "--val-hold-out patient"
-    )
+        return _auto_sites(_group(fold_sites), target, seed, f"fold {k}: validation")
+    members = _site_members(fold_sites, f"fold {k}'s validation", "--val-hold-out patient")
     chosen, _ = _choose_sites(members, target, seed)
     return chosen, [p for g in chosen for p in members[g]]
 
