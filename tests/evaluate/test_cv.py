@@ -339,7 +339,7 @@ def test_cli_cv_holds_out_sites(files, tmp_path) -> None:
     assert "use --folds 3 or fewer" in str(res.exception)
 
 
-def test_cli_cv_validation_holds_out_sites_by_default(files, tmp_path) -> None:
+def test_cli_cv_validation_mirrors_the_test_folds(files, tmp_path) -> None:
     from rnafm.cli.main import cli
 
     reference, feats = files
@@ -352,8 +352,10 @@ def test_cli_cv_validation_holds_out_sites_by_default(files, tmp_path) -> None:
             "--gene-sets", "none", "--expression-scale", "log2"]  # fmt: skip
     held = {}
     for name, ref_path, extra in (
-        ("auto", with_sites, []),
-        ("patient", with_sites, ["--val-hold-out", "patient"]),
+        ("site_folds", with_sites, ["--hold-out", "site"]),
+        ("patient_folds", with_sites, []),
+        ("site_val", with_sites, ["--val-hold-out", "site"]),
+        ("site_folds_patient_val", with_sites, ["--hold-out", "site", "--val-hold-out", "patient"]),
         ("no_sites", reference, []),
     ):
         out = tmp_path / name
@@ -364,13 +366,18 @@ def test_cli_cv_validation_holds_out_sites_by_default(files, tmp_path) -> None:
         assert re.search(r"ridge +mean r \S+ \(per fold \S+ \+- \S+\)", res.output), res.output
         saved = json.loads((out / "folds.json").read_text())
         held[name] = [f["val_hold_out"] for f in saved["folds"]]
-        if name == "auto":
-            assert saved["val_hold_out"] == "auto"
-            for fold in saved["folds"]:
+        for fold in saved["folds"]:
+            if fold["val_hold_out"] == "site":
                 assert fold["val_sites"] == sorted(site_of[p] for p in fold["val"])
-    assert held == {"auto": ["site"] * 2, "patient": ["patient"] * 2, "no_sites": ["patient"] * 2}
+    assert held == {
+        "site_folds": ["site"] * 2,  # auto, the default: as the test folds
+        "patient_folds": ["patient"] * 2,
+        "site_val": ["site"] * 2,
+        "site_folds_patient_val": ["patient"] * 2,
+        "no_sites": ["patient"] * 2,
+    }
     page = tmp_path / "report.html"
-    res = CliRunner().invoke(cli, ["report", str(tmp_path / "auto"), "-o", str(page)])
+    res = CliRunner().invoke(cli, ["report", str(tmp_path / "site_folds"), "-o", str(page)])
     assert res.exit_code == 0, res.output
     text = re.sub(r"\s+", "", html.unescape(page.read_text()))
     assert '"validationholdsout":["site","site"]' in text

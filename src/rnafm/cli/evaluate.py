@@ -137,9 +137,9 @@ def _load_reference(path: Path, scale: str):
     type=click.Choice(["auto", "patient", "site"]),
     default="auto",
     show_default=True,
-    help="What each training fold's validation split holds out whole, as `rnafm train`'s "
-    "validation.hold_out: auto holds out whole sites where the training fold spans three "
-    "sites or more (the reference's 'site' column or TCGA barcodes), else patients.",
+    help="What each training fold's validation split holds out whole: auto mirrors the test "
+    "folds (with --hold-out site, whole sites where the training fold spans three sites or "
+    "more; else patients).",
 )
 @click.option(
     "--val-fraction",

@@ -28,7 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm._io import atomic_path, write_json
-from rnafm.cohort.dataset import sites_for
+from rnafm.cohort.dataset import slide_sites
 from rnafm.cohort.splits import (
     Fold,
     HoldOut,
@@ -80,10 +80,9 @@ class CVConfig(BaseModel):
     )
     val_hold_out: ValidationHoldOut = Field(
         ValidationHoldOut.AUTO,
-        description="What each training fold's validation split holds out whole, as a "
-        "training run's validation.hold_out: auto (whole sites where the training fold spans "
-        "three sites or more and some add up to about val_fraction, else patients), patient "
-        "or site.",
+        description="What each training fold's validation split holds out whole: auto (as "
+        "the test folds: with hold_out=site whole sites where the training fold spans three "
+        "sites or more and some add up to about val_fraction, else patients), patient or site.",
     )
     seed: int = Field(0, ge=0, description="Seed of the folds and of model training.")
     random_baseline: bool = Field(
@@ -270,12 +269,14 @@ def cross_validate(
             if data.projects is None:
                 raise InputError("--stratify project needs a 'project' column in the reference")
             strata = data.projects
+        # auto: the validation split mirrors the test folds (nested cross-validation), so
+        # patient folds validate on patients and site folds on sites where the sites allow
+        val_hold_out = config.val_hold_out
+        if val_hold_out is ValidationHoldOut.AUTO and config.hold_out is HoldOut.PATIENT:
+            val_hold_out = ValidationHoldOut.PATIENT
         sites = None
-        if config.hold_out is HoldOut.SITE or config.val_hold_out is not ValidationHoldOut.PATIENT:
-            required = (
-                config.hold_out is HoldOut.SITE or config.val_hold_out is ValidationHoldOut.SITE
-            )
-            sites = sites_for(data, required=required)
+        if config.hold_out is HoldOut.SITE or val_hold_out is ValidationHoldOut.SITE:
+            sites = slide_sites(data)  # an error naming the fix when a slide has none
         folds = make_folds(
             pids,
             n_folds=config.n_folds,
@@ -284,7 +285,7 @@ def cross_validate(
             groups=sites if config.hold_out is HoldOut.SITE else None,
             seed=config.seed,
             sites=sites,
-            val_hold_out=config.val_hold_out,
+            val_hold_out=val_hold_out,
         )
     else:
         check_folds(folds, sorted(set(pids)), require_all=False)
