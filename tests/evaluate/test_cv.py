@@ -403,3 +403,11 @@ def test_a_checkpoint_of_another_fold_is_not_resumed(tmp_path, make) -> None:
     cross_validate(data, out=tmp_path, models=["ridge"], config=CVConfig(n_folds=2, seed=1))
     assert not (fold_dir / "checkpoint.pt").exists()
     assert (fold_dir / "fold_key.txt").read_text() != started
+    # the same folds on other input data, with the fold's finished cache still there: it goes
+    seed1 = (fold_dir / "fold_key.txt").read_text()
+    (fold_dir / "checkpoint.pt").write_bytes(b"a run on the old data")
+    other = make(12, seed=3)
+    assert list(other.patient_ids) == list(data.patient_ids)
+    cross_validate(other, out=tmp_path, models=["ridge"], config=CVConfig(n_folds=2, seed=1))
+    assert not (fold_dir / "checkpoint.pt").exists()
+    assert (fold_dir / "fold_key.txt").read_text() != seed1

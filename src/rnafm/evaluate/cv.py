@@ -358,7 +358,6 @@ def _cached_fold(
                 cache,
                 ", ".join(changed),
             )
-        (fold_dir / "checkpoint.pt").unlink(missing_ok=True)  # never resume on other data
     _forget_other_checkpoint(fold_dir, key + json.dumps(dict(inputs), sort_keys=True))
     res = _run_fold(
         name,
@@ -377,9 +376,9 @@ def _cached_fold(
 
 
 def _forget_other_checkpoint(fold_dir: Path, started: str) -> None:
-    """Delete a training checkpoint left in ``fold_dir`` by an interrupted run of another fold
-    definition, model options or input data (a rerun then trains afresh instead of refusing
-    the checkpoint); one of the same fold is kept, so the fold resumes. ``started`` (the fold's
+    """Delete a training checkpoint left in ``fold_dir`` by a run of another fold definition,
+    model options or input data (never resume on other data: a rerun trains afresh instead of
+    refusing the checkpoint); one of the same fold is kept, so the fold resumes. ``started`` (the fold's
     key and inputs) is written to ``fold_key.txt`` for the next run."""
     mark = fold_dir / "fold_key.txt"
     ckpt = fold_dir / "checkpoint.pt"
