@@ -142,6 +142,7 @@ def run_rnafm(
     name: str,
     draws: int,
     reuse: bool = False,
+    per_slide: bool = False,
 ) -> dict:
     """Train with ``overrides`` into ``root/<name>``, predict the test slides, score them."""
     import rnafm
@@ -153,7 +154,7 @@ def run_rnafm(
     t_train = time.perf_counter() - t1
     t2 = time.perf_counter()
     adata = rnafm.load_model(run).predict(
-        root / "features", reference=root / "test.csv", draws=draws
+        root / "features", reference=root / "test.csv", draws=draws, per_slide=per_slide
     )
     t_pred = time.perf_counter() - t2
     truth = meta["log2"][te][:, [meta["genes"].index(g) for g in adata.var_names]]
@@ -239,7 +240,7 @@ def score(truth, mean, *, std=None, lower=None, upper=None, level=None, draws=No
     return out
 
 
-def oracle_gaussian(x_tr, y_tr, x_te, truth, *, folds: int = 5) -> dict:
+def oracle_gaussian(x_tr, y_tr, x_te, truth, *, pool=None, folds: int = 5) -> dict:
     """The CRPS reference of a model that knew the image: ridge on the true per-slide shares and
     activities (per-gene alpha) with a per-gene Gaussian whose std is the root mean square of its
     ``folds``-fold cross-fitted training residuals, scored like the Gaussian models.
@@ -249,15 +250,40 @@ def oracle_gaussian(x_tr, y_tr, x_te, truth, *, folds: int = 5) -> dict:
     """
     from sklearn.model_selection import KFold
 
+    from rnafm.evaluate.baselines.base import Predictions
+
     oof = np.zeros_like(y_tr)
     for a, b in KFold(folds, shuffle=True, random_state=0).split(x_tr):
         oof[b] = ridge_baseline(x_tr[a], y_tr[a], x_tr[b], per_gene=True)
     sd = np.sqrt(np.mean((oof - y_tr) ** 2, axis=0))  # (G,)
     mean = ridge_baseline(x_tr, y_tr, x_te, per_gene=True)  # (n_te, G)
-    return score(truth, mean, std=np.broadcast_to(sd, mean.shape))
+    p = Predictions(mean=mean, std=np.broadcast_to(sd, mean.shape).astype(np.float32))
+    p = p if pool is None else pool(p)
+    return score(truth, p.mean, std=p.std)
 
 
-def run_baseline(name: str, train, val, test, *, seed: int) -> dict:
+class Pool:
+    """Pools test predictions of slides of one sample when the run detected shared sample
+    expression (``rnafm.predict.pooling``); a no-op otherwise."""
+
+    def __init__(self, shared, test) -> None:
+        from rnafm.cohort.samples import sample_keys
+
+        self.shared = shared
+        self.keys = sample_keys(test.slide_ids, test.patient_ids)
+
+    def __call__(self, p):
+        from rnafm.predict.pooling import pool_predictions
+
+        return p if self.shared is None else pool_predictions(p, self.keys, self.shared)
+
+    def mean(self, mean: np.ndarray) -> np.ndarray:
+        from rnafm.evaluate.baselines.base import Predictions
+
+        return self(Predictions(mean=mean)).mean
+
+
+def run_baseline(name: str, train, val, test, *, seed: int, pool: Pool) -> dict:
     """Fit a ``rnafm cv`` registry model as cv does (``fit(train, val)``) and score it."""
     from rnafm.evaluate.baselines import build_regressor
     from rnafm.metrics import per_gene_pcc
@@ -265,7 +291,7 @@ def run_baseline(name: str, train, val, test, *, seed: int) -> dict:
     t0 = time.perf_counter()
     reg = build_regressor(name)
     reg.fit(train, val, seed=seed, out=None)
-    p = reg.predict(test)
+    p = pool(reg.predict(test))
     wall = time.perf_counter() - t0
     val_r = None
     if val is not None:
@@ -276,7 +302,9 @@ def run_baseline(name: str, train, val, test, *, seed: int) -> dict:
     return {**res, "wall_s": round(wall, 2)}
 
 
-def rnafm_scores(run: Path, val, test, *, draws: int, seed: int, train_s: float) -> dict:
+def rnafm_scores(
+    run: Path, val, test, *, draws: int, seed: int, train_s: float, pool: Pool
+) -> dict:
     """Score the trained run on the test slides (CRPS of its mean and std; of its draws too).
 
     ``pcc_top100_val_ranked`` ranks genes by r on the run's validation slides, which the
@@ -287,7 +315,7 @@ def rnafm_scores(run: Path, val, test, *, draws: int, seed: int, train_s: float)
 
     t0 = time.perf_counter()
     model = rnafm.load_model(run)
-    p = model.predict_data(test, draws=draws, seed=seed, keep_draws=True)
+    p = pool(model.predict_data(test, draws=draws, seed=seed, keep_draws=True))
     wall = time.perf_counter() - t0
     val_r = None
     if val is not None:
@@ -371,11 +399,19 @@ def main() -> None:
         action="store_true",
         help="Score a finished run already in --workdir instead of training it again.",
     )
+    ap.add_argument(
+        "--per-slide",
+        action="store_true",
+        help="Score every test slide's own prediction, also where the run found that slides of "
+        "one sample share expression (default: every model's predictions of a sample's slides "
+        "are pooled then, as `rnafm predict` and `rnafm cv` do).",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     import torch
 
+    import rnafm
     from rnafm.training.presets import preset_overrides
 
     torch.set_num_threads(args.threads)
@@ -395,12 +431,22 @@ def main() -> None:
     budget = {"optim.epochs": args.epochs, "optim.max_minutes": args.max_minutes}
     overrides = {**budget, **preset_overrides(args.preset), **_parse_sets(args.set)}
     main_run = run_rnafm(
-        root, meta, te, overrides, name="run", draws=args.draws, reuse=args.reuse_run
+        root,
+        meta,
+        te,
+        overrides,
+        name="run",
+        draws=args.draws,
+        reuse=args.reuse_run,
+        per_slide=args.per_slide,
     )
     genes = main_run.pop("genes")
     gi = [meta["genes"].index(g) for g in genes]
     x, y = meta["tile_means"], meta["log2"][:, gi]
     truth = y[te]
+    train, val, test = split_data(root, root / "run", meta, te, overrides, genes)
+    shared = None if args.per_slide else rnafm.load_model(root / "run").shared_expression
+    pool = Pool(shared, test)
     out = {
         "slides": args.slides,
         "train_slides": len(tr),
@@ -413,10 +459,16 @@ def main() -> None:
         "cohort_settings": _parse_sets(args.cohort_set),
         "preset": args.preset,
         "rnafm_pcc": main_run["pcc"],
-        "ridge_pcc": pcc_mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=False), truth),
-        "ridge_pergene_pcc": pcc_mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=True), truth),
+        "pooled_samples": None if shared is None else shared.to_dict(),
+        "ridge_pcc": pcc_mean(
+            pool.mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=False)), truth
+        ),
+        "ridge_pergene_pcc": pcc_mean(
+            pool.mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=True)), truth
+        ),
         "oracle_ridge_pcc": pcc_mean(
-            ridge_baseline(meta["oracle"][tr], y[tr], meta["oracle"][te], per_gene=True), truth
+            pool.mean(ridge_baseline(meta["oracle"][tr], y[tr], meta["oracle"][te], per_gene=True)),
+            truth,
         ),
         "coverage90": main_run["coverage90"],
         "val": main_run["val"],
@@ -425,13 +477,20 @@ def main() -> None:
         "predict_s": main_run["predict_s"],
         "overrides": overrides,
     }
-    train, val, test = split_data(root, root / "run", meta, te, overrides, genes)
     out["models"] = {
-        name: run_baseline(name, train, val, test, seed=args.seed) for name in BASELINES
+        name: run_baseline(name, train, val, test, seed=args.seed, pool=pool) for name in BASELINES
     }
-    out["oracle_gaussian"] = oracle_gaussian(meta["oracle"][tr], y[tr], meta["oracle"][te], truth)
+    out["oracle_gaussian"] = oracle_gaussian(
+        meta["oracle"][tr], y[tr], meta["oracle"][te], truth, pool=pool
+    )
     out["models"]["rnafm"] = rnafm_scores(
-        root / "run", val, test, draws=args.draws, seed=args.seed, train_s=main_run["train_s"]
+        root / "run",
+        val,
+        test,
+        draws=args.draws,
+        seed=args.seed,
+        train_s=main_run["train_s"],
+        pool=pool,
     )
     if args.baseline_published:
         print(json.dumps(out), flush=True)  # the main run's line, before the slow baseline
@@ -444,6 +503,7 @@ def main() -> None:
             name="run_published",
             draws=args.published_draws,
             reuse=args.reuse_run,
+            per_slide=args.per_slide,
         )
         pub.pop("genes")
         out["published"] = pub

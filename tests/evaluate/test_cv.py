@@ -411,3 +411,41 @@ def test_a_checkpoint_of_another_fold_is_not_resumed(tmp_path, make) -> None:
     cross_validate(other, out=tmp_path, models=["ridge"], config=CVConfig(n_folds=2, seed=1))
     assert not (fold_dir / "checkpoint.pt").exists()
     assert (fold_dir / "fold_key.txt").read_text() != seed1
+
+
+def test_cv_pools_every_model_where_slides_of_a_sample_share_rna(tmp_path, make) -> None:
+    from dataclasses import replace
+
+    data = make(30, seed=4)  # patients 0, 3, 6, ... have two slides
+    y = data.expression.copy()
+    for i in range(1, len(y)):
+        if data.patient_ids[i] == data.patient_ids[i - 1]:
+            y[i] = y[i - 1]  # one sample, one profile
+    data = replace(data, expression=y)
+    res = cross_validate(data, out=tmp_path / "pooled", models=["ridge", "mean"],
+                         config=CVConfig(n_folds=3, seed=1))  # fmt: skip
+    alone = cross_validate(data, out=tmp_path / "alone", models=["ridge", "mean"],
+                           config=CVConfig(n_folds=3, seed=1, per_slide=True))  # fmt: skip
+    pairs = [(i - 1, i) for i in range(1, len(y)) if data.patient_ids[i] == data.patient_ids[i - 1]]
+    for name in ("ridge", "mean"):
+        p = ad.read_h5ad(res.predictions[name])
+        a = ad.read_h5ad(alone.predictions[name])
+        assert json.loads(p.uns["rnafm"]["pooled_samples"])[0]["key"] == "sample"
+        assert json.loads(a.uns["rnafm"]["pooled_samples"]) == [None, None, None]
+        for i, j in pairs:
+            np.testing.assert_allclose(p.X[i], p.X[j])
+            np.testing.assert_allclose(p.X[i], (a.X[i] + a.X[j]) / 2, rtol=1e-5, atol=1e-5)
+        single = [i for i in range(len(y)) if all(i not in q for q in pairs)]
+        np.testing.assert_allclose(p.X[single], a.X[single])
+    # averaging two predictions of one target helps
+    r_pooled = res.metrics["ridge"]["genes"]["mean_pearson_r"]
+    assert r_pooled > alone.metrics["ridge"]["genes"]["mean_pearson_r"]
+    from rnafm.report import make_report
+
+    page = make_report([tmp_path / "pooled"], out=tmp_path / "r.html").read_text()
+    assert re.search(r"slides of one sample pooled.{0,80}True, True, True", page, re.S)
+    # the slides' own rows: nothing pooled
+    own = cross_validate(make(30, seed=4), out=tmp_path / "own", models=["ridge"],
+                         config=CVConfig(n_folds=3, seed=1))  # fmt: skip
+    own_pred = ad.read_h5ad(own.predictions["ridge"])
+    assert json.loads(own_pred.uns["rnafm"]["pooled_samples"]) == [None, None, None]

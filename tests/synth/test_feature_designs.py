@@ -333,3 +333,22 @@ def test_tile_expression_mixes_into_the_bulk(tmp_path):
         mix = (w[:, None] * np.exp2(log2)).sum(0) / w.sum()  # (G,)
         diff = np.log2(mix + 1.0) - c.log2[i, col]
         assert np.abs(diff).mean() < 0.1 and np.abs(diff).max() < 0.6, (sid, diff)
+
+
+def test_shared_sample_expression(tmp_path):
+    """Every slide of a patient gets the mean of its slides' RNA; the images stay the same."""
+    kw = {"n_slides": 30, "n_genes": 120, "dim": 8, "seed": 6, "second_slide_fraction": 0.5,
+          "grid_rows": (12, 14), "grid_cols": (12, 14)}  # fmt: skip
+    own = make_feature_cohort(tmp_path / "a", design="localized", **kw)
+    shared = make_feature_cohort(tmp_path / "b", design="localized", shared_sample_expression=True,
+                                 read_depth=1e6, **kw)  # fmt: skip
+    np.testing.assert_array_equal(own.tile_means, shared.tile_means)
+    patients = np.asarray(own.patient_ids)
+    twice = [p for p in set(own.patient_ids) if (patients == p).sum() == 2]
+    assert len(twice) >= 3
+    for p in twice:
+        i, j = np.flatnonzero(patients == p)
+        assert not np.allclose(own.log2[i], own.log2[j])
+        np.testing.assert_array_equal(shared.log2[i], shared.log2[j])
+        raw = (np.exp2(own.log2[[i, j]].astype(np.float64)) - 1).mean(0)
+        assert np.corrcoef(np.log2(raw + 1), shared.log2[i])[0, 1] > 0.9  # counted, then shared

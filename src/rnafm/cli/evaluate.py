@@ -177,6 +177,13 @@ def _load_reference(path: Path, scale: str):
     show_default=True,
     help="Predict with a random-init twin of neural models (SEQUOIA's test).",
 )
+@click.option(
+    "--per-slide",
+    is_flag=True,
+    help="Score every slide's own prediction, also where a training fold's slides of one "
+    "sample share one expression profile (by default a test sample's slides then get the mean "
+    "of their predictions, for every model).",
+)
 @click.option("--expression-scale", type=click.Choice(_SCALES), default="auto", show_default=True)
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Output folder.")
 def cv_cmd(
@@ -195,6 +202,7 @@ def cv_cmd(
     gene_sets,
     options,
     random_baseline,
+    per_slide,
     expression_scale,
     out,
 ) -> None:
@@ -228,6 +236,7 @@ def cv_cmd(
         val_hold_out=ValidationHoldOut(val_hold_out),
         seed=seed,
         random_baseline=random_baseline,
+        per_slide=per_slide,
     )
     result = cross_validate(
         data,

@@ -70,6 +70,12 @@ from rnafm.runtime import Device
     default=None,
     help="Interval level (default: the calibrated level of the run, 0.9).",
 )
+@click.option(
+    "--per-slide",
+    is_flag=True,
+    help="Predict every slide alone, also where the run's training slides of one sample shared "
+    "one expression profile (by default such slides get their sample's pooled prediction).",
+)
 def predict_cmd(
     model_dir: Path,
     features: Path,
@@ -84,6 +90,7 @@ def predict_cmd(
     guidance: float | None,
     solver: str | None,
     level: float | None,
+    per_slide: bool,
 ) -> None:
     """Predict expression with uncertainty for slides -> .h5ad."""
     from rnafm.errors import InputError
@@ -113,6 +120,7 @@ def predict_cmd(
         level=level,
         out=out,
         draws_out=draws_out,
+        per_slide=per_slide,
     )
     skipped = adata.uns.get("skipped")
     n_skipped = 0 if isinstance(skipped, str) else len(skipped)
@@ -121,3 +129,10 @@ def predict_cmd(
         + (f" (draws: {draws_out})" if draws_out else "")
         + (f"; {n_skipped} slides skipped (see uns['skipped'])" if n_skipped else "")
     )
+    n_pooled = int((adata.obs["pooled_slides"] > 1).sum())
+    if n_pooled:
+        click.echo(
+            f"{n_pooled} slides share their sample's pooled prediction (the run's training "
+            "slides of one sample shared one expression profile; --per-slide to predict each "
+            "alone)"
+        )

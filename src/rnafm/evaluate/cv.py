@@ -85,6 +85,12 @@ class CVConfig(BaseModel):
         "sites or more and some add up to about val_fraction, else patients), patient or site.",
     )
     seed: int = Field(0, ge=0, description="Seed of the folds and of model training.")
+    per_slide: bool = Field(
+        False,
+        description="Score every slide's own prediction, also where a training fold's slides "
+        "of one sample share one expression profile (by default the slides of a test sample "
+        "then get the mean of their predictions, for every model alike).",
+    )
     random_baseline: bool = Field(
         True,
         description="Also predict with a random-init model of the same architecture "
@@ -304,6 +310,7 @@ def cross_validate(
         names.append(ModelName.PRIOR_GAUSSIAN.value)  # the ablation row: rnafm without its flow
     result = CVResult(out=out, folds=folds, predictions={}, metrics={})
     inputs = data.fingerprint()  # cached folds are reused only on the same input data
+    shared = [None if config.per_slide else _fold_shared(data, fold) for fold in folds]
     with Progress(transient=True) as progress:
         task = progress.add_task("cross-validation", total=len(names) * len(folds))
         for name in names:
@@ -312,12 +319,14 @@ def cross_validate(
             for i, fold in enumerate(folds):
                 progress.update(task, description=f"{name} fold {i + 1}/{len(folds)}")
                 fold_dir = out / name / f"fold_{i}"
-                parts.append(_cached_fold(name, data, fold, i, options, config, fold_dir, inputs))
+                part = _cached_fold(name, data, fold, i, options, config, fold_dir, inputs)
+                parts.append(_pooled(part, data, shared[i]))
                 progress.advance(task)
             info = {
                 "reference": str(Path(reference_path).resolve()) if reference_path else None,
                 "gene_sets": gene_sets if isinstance(gene_sets, str) else None,
                 "options": json.dumps(_plain(options), default=str),
+                "pooled_samples": json.dumps([None if s is None else s.to_dict() for s in shared]),
             }
             pf = _assemble(name, data, folds, parts, out / name, config.seed, info)
             ev = evaluate_predictions(pf, data, out=out / name, gene_sets=gene_sets)
@@ -325,6 +334,40 @@ def cross_validate(
             result.metrics[name] = ev.summary
     _write_summary(out, result.metrics)
     return result
+
+
+def _fold_shared(data: CohortData, fold: Fold):
+    """The fold's :class:`rnafm.cohort.samples.SharedExpression` from the slides its models
+    train on (training and validation patients), or None."""
+    from rnafm.cohort.samples import shared_expression_of
+
+    tr, va, _ = fold_indices(fold, data.patient_ids)
+    return shared_expression_of(data.subset(np.concatenate([tr, va]).astype(np.int64)))
+
+
+def _pooled(part: dict, data: CohortData, shared) -> dict:
+    """A fold's test predictions with the slides of one sample pooled
+    (:func:`rnafm.predict.pooling.pool_predictions`) when its training slides of one sample
+    shared their expression; unchanged otherwise."""
+    from rnafm.cohort.samples import sample_keys
+    from rnafm.evaluate.baselines.base import Predictions
+    from rnafm.predict.pooling import pool_predictions
+
+    if shared is None:
+        return part
+    idx = part["test_idx"]
+    keys = sample_keys([data.slide_ids[i] for i in idx], [data.patient_ids[i] for i in idx])
+    fields = {k: part.get(k) for k in ("std", "lower", "upper", "draws")}
+    p = pool_predictions(Predictions(mean=part["mean"], **fields), keys, shared)
+    out = dict(part)
+    for k in ("mean", "std", "lower", "upper", "draws"):
+        if getattr(p, k) is not None:
+            out[k] = getattr(p, k)
+    if "random_mean" in part:
+        out["random_mean"] = pool_predictions(
+            Predictions(mean=part["random_mean"]), keys, shared
+        ).mean
+    return out
 
 
 def _stale_inputs(z: Any, inputs: Mapping[str, str]) -> list[str]:

@@ -114,6 +114,14 @@ class Predictor:
                 f"{self.run_dir}: tile_head.safetensors does not fit config.json ({e})."
             ) from e
 
+    @property
+    def shared_expression(self):
+        """The run's :class:`rnafm.cohort.samples.SharedExpression` (its training slides of
+        one sample carried one expression profile), or None."""
+        from rnafm.cohort.samples import SharedExpression
+
+        return SharedExpression.from_dict(self.calibration.get("shared_expression"))
+
     def __repr__(self) -> str:
         return f"Predictor({self.run_dir}, genes={len(self.genes)}, tokens={len(self.tokens)})"
 
@@ -241,6 +249,7 @@ class Predictor:
         level: float | None = None,
         out: str | os.PathLike[str] | None = None,
         draws_out: str | os.PathLike[str] | None = None,
+        per_slide: bool = False,
     ):
         """Predict slides of a feature folder and return the predictions as AnnData.
 
@@ -259,6 +268,12 @@ class Predictor:
             Also write the AnnData to this ``.h5ad`` path (atomically).
         draws_out
             Also write the draws (n, S, G) to this h5 file.
+        per_slide
+            Predict every slide alone. By default, when the run's training slides of one
+            sample carried one expression profile (``calibration.json``'s
+            ``shared_expression``, as in TCGA), the slides of a sample (its TCGA sample
+            barcode, else the patient) share their pooled prediction
+            (:mod:`rnafm.predict.pooling`); ``obs['pooled_slides']`` counts them.
 
         Returns
         -------
@@ -266,6 +281,10 @@ class Predictor:
             ``X`` mean, layers ``std``/``lower``/``upper``, ``obsm['pathway_scores']``; slides
             that could not be loaded are listed in ``uns['skipped']``.
         """
+        from collections import Counter
+
+        from rnafm.cohort.samples import sample_keys
+        from rnafm.predict.pooling import pool_predictions
         from rnafm.predict.writer import to_anndata, write_draws, write_predictions
 
         data = self.load_data(features, reference=reference, slides=slides)
@@ -277,7 +296,15 @@ class Predictor:
             level=level,
             keep_draws=draws_out is not None,
         )
+        keys = sample_keys(data.slide_ids, data.patient_ids)
+        shared = None if per_slide else self.shared_expression
+        if shared is not None:
+            arrays = pool_predictions(arrays, keys, shared)
         adata = to_anndata(self, data, arrays, draws=draws, seed=seed, sampler=sampler)
+        adata.obs["sample"] = keys
+        counts = Counter(keys)
+        adata.obs["pooled_slides"] = [counts[k] if shared is not None else 1 for k in keys]
+        adata.uns["rnafm"]["pooled"] = "none" if shared is None else shared.to_dict()
         if out is not None:
             write_predictions(adata, out)
         if draws_out is not None:

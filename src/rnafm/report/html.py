@@ -59,6 +59,21 @@ def _read_run(run: Path, label: str, found: _Inputs) -> None:
         )
 
 
+def _pooled_folds(cv_dir: Path) -> list[bool] | str:
+    """Per fold, whether the test slides of one sample got their pooled prediction (the
+    ``pooled_samples`` record of an out-of-fold file); "n/a" for files without it."""
+    import h5py
+
+    for oof in sorted(cv_dir.glob("*/oof_predictions.h5ad")):
+        try:
+            with h5py.File(oof, "r") as f:
+                raw = f["uns/rnafm/pooled_samples"][()]
+        except (OSError, KeyError):
+            continue
+        return [s is not None for s in json.loads(raw.decode() if isinstance(raw, bytes) else raw)]
+    return "n/a"
+
+
 def _collect(inputs: Sequence[str | os.PathLike[str]]) -> _Inputs:
     found = _Inputs()
     for item in map(Path, inputs):
@@ -79,6 +94,7 @@ def _collect(inputs: Sequence[str | os.PathLike[str]]) -> _Inputs:
                 "patients per test fold": [len(f["test"]) for f in folds["folds"]],
                 "patients per validation split": [len(f["val"]) for f in folds["folds"]],
                 "validation holds out": [f.get("val_hold_out", "patient") for f in folds["folds"]],
+                "slides of one sample pooled": _pooled_folds(item),
             }
         elif is_maps_folder(item):
             continue  # rnafm maps output: shown in the spatial-maps section

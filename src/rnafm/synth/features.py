@@ -114,6 +114,12 @@ class FeatureCohortConfig(BaseModel):
         "per-slide depth (log-normal around this, sd 0.5) rescaled to the slide's total, so "
         "lowly expressed genes are noisier. None: no counting noise.",
     )
+    shared_sample_expression: bool = Field(
+        False,
+        description="Slides of one patient share one expression row (the mean of their "
+        "slides' bulk RNA), as in TCGA, where every diagnostic slide of a sample is paired with "
+        "the sample's RNA-seq. False: each slide has its own RNA.",
+    )
 
     @field_validator("tiles", "grid_rows", "grid_cols")
     @classmethod
@@ -278,6 +284,8 @@ def make_feature_cohort(
     out = _run_design(cfg, emit)
     if cfg.read_depth is not None:
         out.raw = _count_noise(out.raw, cfg.read_depth, cfg.seed)
+    if cfg.shared_sample_expression:
+        out.raw = _share_by_patient(out.raw, out.patient_index)
     patients = [f"P{int(p):04d}" for p in out.patient_index]
     _write_reference(root / "reference.csv", slide_ids, patients, out.sites, out.genes, out.raw)
     tile_means = np.stack([draws[i][0] for i in range(cfg.n_slides)]).astype(np.float32)
@@ -299,6 +307,14 @@ def make_feature_cohort(
     logger.info("synthetic %s cohort: %d slides, %d genes in %s",
                 cfg.design.value, cfg.n_slides, len(out.genes), root)  # fmt: skip
     return cohort
+
+
+def _share_by_patient(raw: np.ndarray, patient: np.ndarray) -> np.ndarray:
+    """Every slide's row (n, G) replaced by the mean of its patient's rows."""
+    _, inv = np.unique(patient, return_inverse=True)
+    sums = np.zeros((inv.max() + 1, raw.shape[1]))
+    np.add.at(sums, inv, raw)
+    return sums[inv] / np.bincount(inv)[inv, None]
 
 
 def _count_noise(raw: np.ndarray, depth: float, seed: int) -> np.ndarray:

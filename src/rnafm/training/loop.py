@@ -502,6 +502,8 @@ def _finish(out, ema, validator, config, device, state, train, y_model) -> Path:
     residuals that the spread's difficulty term learns from)."""
     from safetensors.torch import load_file
 
+    from rnafm.cohort.samples import shared_expression_of
+
     if validator is None or not (out / WEIGHTS).is_file():
         save_weights(ema, out / WEIGHTS)
         cal = uncalibrated(
@@ -513,6 +515,8 @@ def _finish(out, ema, validator, config, device, state, train, y_model) -> Path:
         ema.load_state_dict(load_file(str(out / WEIGHTS), device=str(device)))
         cal, spread = validator.calibrate(ema, train, y_model)
         spread.save(out / SPREAD)
+    shared = shared_expression_of(train, None if validator is None else validator.val)
+    cal["shared_expression"] = None if shared is None else shared.to_dict()
     write_json(out / CALIBRATION, cal)
     prior = None if validator is None else validator.targets.prior
     metrics = {
