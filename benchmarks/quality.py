@@ -32,6 +32,7 @@ a std per gene equal to that gene's root mean square test error), 90% coverage a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import tempfile
@@ -430,16 +431,10 @@ def main() -> None:
     t_data = time.perf_counter() - t0
     budget = {"optim.epochs": args.epochs, "optim.max_minutes": args.max_minutes}
     overrides = {**budget, **preset_overrides(args.preset), **_parse_sets(args.set)}
-    main_run = run_rnafm(
-        root,
-        meta,
-        te,
-        overrides,
-        name="run",
-        draws=args.draws,
-        reuse=args.reuse_run,
-        per_slide=args.per_slide,
+    train_and_score = functools.partial(
+        run_rnafm, root, meta, te, reuse=args.reuse_run, per_slide=args.per_slide
     )
+    main_run = train_and_score(overrides, name="run", draws=args.draws)
     genes = main_run.pop("genes")
     gi = [meta["genes"].index(g) for g in genes]
     x, y = meta["tile_means"], meta["log2"][:, gi]
@@ -495,16 +490,7 @@ def main() -> None:
     if args.baseline_published:
         print(json.dumps(out), flush=True)  # the main run's line, before the slow baseline
         pub_over = {**budget, **preset_overrides("published"), **_parse_sets(args.published_set)}
-        pub = run_rnafm(
-            root,
-            meta,
-            te,
-            pub_over,
-            name="run_published",
-            draws=args.published_draws,
-            reuse=args.reuse_run,
-            per_slide=args.per_slide,
-        )
+        pub = train_and_score(pub_over, name="run_published", draws=args.published_draws)
         pub.pop("genes")
         out["published"] = pub
     print(json.dumps(out))
