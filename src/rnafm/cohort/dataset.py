@@ -17,11 +17,24 @@ from rnafm.cohort.reference import Reference, slide_id_from_name
 from rnafm.errors import InputError
 from rnafm.features.clusters import ClusterConfig
 
-__all__ = ["CohortData", "load_cohort_data", "slide_sites"]
+__all__ = ["CohortData", "load_cohort_data", "slide_sites", "mean_tile_features"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+
+
+def mean_tile_features(clusters: np.ndarray, sizes: np.ndarray | None) -> np.ndarray:
+    """Size-weighted mean of cluster means (n, K, D) with sizes (n, K): each slide's mean tile
+    feature, float64 (n, D). Without sizes, or for a slide whose sizes are all zero, the
+    clusters count equally."""
+    clusters = np.asarray(clusters, dtype=np.float64)  # (n, K, D)
+    if sizes is None:
+        return clusters.mean(axis=1)
+    w = np.asarray(sizes, dtype=np.float64)  # (n, K)
+    total = w.sum(axis=1, keepdims=True)  # (n, 1)
+    w = np.where(total > 0, w / np.maximum(total, 1e-12), 1.0 / w.shape[1])  # (n, K)
+    return np.einsum("nk,nkd->nd", w, clusters)  # (n, D)
 
 
 @dataclass

@@ -151,11 +151,9 @@ def shared_expression_of(*parts) -> SharedExpression | None:
     parts = [p for p in parts if p is not None and p.expression is not None and len(p)]
     if not parts:
         return None
-    feats = []
-    for p in parts:
-        w = np.asarray(p.sizes, dtype=np.float64)  # (n, K)
-        w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
-        feats.append(np.einsum("nk,nkd->nd", w, np.asarray(p.clusters, dtype=np.float64)))
+    from rnafm.cohort.dataset import mean_tile_features
+
+    feats = [mean_tile_features(p.clusters, p.sizes) for p in parts]
     return detect_shared_expression(
         [s for p in parts for s in p.slide_ids],
         [s for p in parts for s in p.patient_ids],

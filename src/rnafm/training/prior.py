@@ -54,10 +54,9 @@ def pool_clusters(clusters: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     np.ndarray
         float64 (n, D) mean-pooled features; slides whose sizes are all zero use the plain mean.
     """
-    w = np.asarray(sizes, dtype=np.float64)  # (n, K)
-    total = w.sum(axis=1, keepdims=True)  # (n, 1)
-    w = np.where(total > 0, w / np.maximum(total, 1e-12), 1.0 / w.shape[1])  # (n, K)
-    return np.einsum("nk,nkd->nd", w, np.asarray(clusters, dtype=np.float64))  # (n, D)
+    from rnafm.cohort.dataset import mean_tile_features
+
+    return mean_tile_features(clusters, sizes)
 
 
 def composition(clusters: np.ndarray, sizes: np.ndarray, codebook: np.ndarray) -> np.ndarray:

@@ -59,14 +59,11 @@ class Regressor(Protocol):
 
 def pooled_features(clusters: np.ndarray, sizes: np.ndarray | None) -> np.ndarray:
     """Slide-level features (n, D): cluster means weighted by cluster size (the mean over all
-    tiles); plain mean over clusters when a slide has no sizes."""
-    clusters = np.asarray(clusters, dtype=np.float64)  # (n, K, D)
-    if sizes is None:
-        return clusters.mean(1)
-    w = np.asarray(sizes, dtype=np.float64)  # (n, K)
-    tot = w.sum(1, keepdims=True)  # (n, 1)
-    w = np.where(tot > 0, w / np.where(tot > 0, tot, 1.0), 1.0 / clusters.shape[1])  # (n, K)
-    return np.einsum("nk,nkd->nd", w, clusters)  # (n, D)
+    tiles); plain mean over clusters when a slide has no sizes
+    (:func:`rnafm.cohort.dataset.mean_tile_features`)."""
+    from rnafm.cohort.dataset import mean_tile_features
+
+    return mean_tile_features(clusters, sizes)
 
 
 def with_validation(train: CohortData, val: CohortData | None) -> CohortData | None:
