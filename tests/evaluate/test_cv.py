@@ -217,6 +217,7 @@ def test_cli_cv_evaluate_report(files, tmp_path) -> None:
             "mean",
             "--folds-file",
             str(out / "folds.json"),
+            "--per-slide",
             "--clusters",
             "3",
             "--gene-sets",
