@@ -146,7 +146,8 @@ def split_sites(
     site_of = _patient_strata(patient_ids, sites)
     members = _site_members(site_of, "validation", "validation.hold_out = patient")
     target = max(int(round(fraction * len(site_of))), min_patients)
-    chosen, n_val = _choose_sites(members, target, seed)
+    chosen, val = _choose_sites(members, target, seed)
+    n_val = len(val)
     if n_val > 2 * target:
         logger.warning(
             "validation holds out site(s) %s: %d of %d patients (asked for about %d); "
@@ -156,11 +157,13 @@ def split_sites(
             len(site_of),
             target,
         )
-    return _split_by(patient_ids, {p for g in chosen for p in members[g]})
+    return _split_by(patient_ids, set(val))
 
 
-def _choose_sites(members: dict[str, list[str]], target: int, seed: int) -> tuple[list[str], int]:
-    """The sites :func:`split_sites` holds out and their number of patients."""
+def _choose_sites(
+    members: dict[str, list[str]], target: int, seed: int
+) -> tuple[list[str], list[str]]:
+    """The sites :func:`split_sites` holds out and their patients."""
     rng = np.random.default_rng(seed)
     order = [sorted(members)[i] for i in rng.permutation(len(members))]  # ties: at random
     chosen: list[str] = []
@@ -172,7 +175,7 @@ def _choose_sites(members: dict[str, list[str]], target: int, seed: int) -> tupl
             break
         chosen.append(g)
         n_val += len(members[g])
-    return chosen, n_val
+    return chosen, [p for g in chosen for p in members[g]]
 
 
 def _split_by(patient_ids: Sequence[str], val_patients: set[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -239,7 +242,8 @@ def _auto_sites(
             _AUTO_MIN_SITES,
         )
         return None
-    chosen, n_val = _choose_sites(members, target, seed)
+    chosen, val = _choose_sites(members, target, seed)
+    n_val = len(val)
     if n_val > 2 * target:
         logger.info(
             "%s holds out patients: the closest choice of whole sites holds %d "
@@ -250,7 +254,7 @@ def _auto_sites(
         )
         return None
     logger.info("%s holds out whole tissue source sites (%d sites)", what, len(members))
-    return chosen, [p for g in chosen for p in members[g]]
+    return chosen, val
 
 
 def _group(site_of: dict[str, str]) -> dict[str, list[str]]:
@@ -383,8 +387,7 @@ def _fold_val_sites(
     if hold_out is ValidationHoldOut.AUTO:
         return _auto_sites(_group(fold_sites), target, seed, f"fold {k}: validation")
     members = _site_members(fold_sites, f"fold {k}'s validation", "--val-hold-out patient")
-    chosen, _ = _choose_sites(members, target, seed)
-    return chosen, [p for g in chosen for p in members[g]]
+    return _choose_sites(members, target, seed)
 
 
 def _group_test_folds(
