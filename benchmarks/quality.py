@@ -161,10 +161,16 @@ def run_rnafm(
     truth = meta["log2"][te][:, [meta["genes"].index(g) for g in adata.var_names]]
     order = [meta["slide_ids"].index(s) for s in adata.obs_names]
     assert order == list(te), "prediction order differs from the test reference"
-    cover = float(np.mean((truth >= adata.layers["lower"]) & (truth <= adata.layers["upper"])))
+    rows = np.arange(len(te))
+    if not per_slide:  # a sample whose slides share one pooled prediction counts once
+        from rnafm.predict.pooling import sample_rows
+
+        rows = sample_rows(list(adata.obs["sample"]), np.asarray(adata.X), truth)
+    lo, hi, truth = adata.layers["lower"][rows], adata.layers["upper"][rows], truth[rows]
+    cover = float(np.mean((truth >= lo) & (truth <= hi)))
     val = json.loads((run / "val_metrics.json").read_text())
     return {
-        "pcc": pcc_mean(adata.X, truth),
+        "pcc": pcc_mean(np.asarray(adata.X)[rows], truth),
         "coverage90": cover,
         "draws": draws,
         "val": val,
@@ -241,7 +247,7 @@ def score(truth, mean, *, std=None, lower=None, upper=None, level=None, draws=No
     return out
 
 
-def oracle_gaussian(x_tr, y_tr, x_te, truth, *, pool=None, folds: int = 5) -> dict:
+def oracle_gaussian(x_tr, y_tr, x_te, truth, *, pool: Pool | None = None, folds: int = 5) -> dict:
     """The CRPS reference of a model that knew the image: ridge on the true per-slide shares and
     activities (per-gene alpha) with a per-gene Gaussian whose std is the root mean square of its
     ``folds``-fold cross-fitted training residuals, scored like the Gaussian models.
@@ -259,8 +265,7 @@ def oracle_gaussian(x_tr, y_tr, x_te, truth, *, pool=None, folds: int = 5) -> di
     sd = np.sqrt(np.mean((oof - y_tr) ** 2, axis=0))  # (G,)
     mean = ridge_baseline(x_tr, y_tr, x_te, per_gene=True)  # (n_te, G)
     p = Predictions(mean=mean, std=np.broadcast_to(sd, mean.shape).astype(np.float32))
-    p = p if pool is None else pool(p)
-    return score(truth, p.mean, std=p.std)
+    return score(truth, p.mean, std=p.std) if pool is None else pool.score(truth, pool(p))
 
 
 class Pool:
@@ -271,7 +276,7 @@ class Pool:
         from rnafm.cohort.samples import sample_keys
 
         self.shared = shared
-        self.keys = sample_keys(test.slide_ids, test.patient_ids)
+        self.keys = sample_keys(test.slide_ids, test.patient_ids, getattr(test, "samples", None))
 
     def __call__(self, p):
         from rnafm.predict.pooling import pool_predictions
@@ -282,6 +287,29 @@ class Pool:
         from rnafm.evaluate.baselines.base import Predictions
 
         return self(Predictions(mean=mean)).mean
+
+    def rows(self, mean: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        """Test rows to score: a sample whose slides share one pooled prediction of one truth
+        once (``rnafm.predict.pooling.sample_rows``, as ``rnafm evaluate``), else every slide."""
+        from rnafm.predict.pooling import sample_rows
+
+        if self.shared is None:
+            return np.arange(len(mean))
+        return sample_rows(self.keys, np.asarray(mean), np.asarray(truth))
+
+    def score(self, truth, p, *, draws=None, val_r=None) -> dict:
+        """:func:`score` of the pooled predictions ``p`` on :meth:`rows`."""
+        rows = self.rows(p.mean, truth)
+        sub = lambda a: None if a is None else np.asarray(a)[rows]  # noqa: E731
+        return score(np.asarray(truth)[rows], p.mean[rows], std=sub(p.std), lower=sub(p.lower),
+                     upper=sub(p.upper), level=getattr(p, "level", None), draws=sub(draws),
+                     val_r=val_r)  # fmt: skip
+
+    def pcc(self, mean: np.ndarray, truth: np.ndarray) -> float:
+        """:func:`pcc_mean` of the pooled ``mean`` on :meth:`rows`."""
+        mean = self.mean(mean)
+        rows = self.rows(mean, truth)
+        return pcc_mean(mean[rows], np.asarray(truth)[rows])
 
 
 def run_baseline(name: str, train, val, test, *, seed: int, pool: Pool) -> dict:
@@ -298,8 +326,7 @@ def run_baseline(name: str, train, val, test, *, seed: int, pool: Pool) -> dict:
     if val is not None:
         pv = getattr(reg, "val_predictions", None) or reg.predict(val)
         val_r = per_gene_pcc(pv.mean, val.expression)
-    res = score(test.expression, p.mean, std=p.std, lower=p.lower, upper=p.upper,
-                level=p.level, val_r=val_r)  # fmt: skip
+    res = pool.score(test.expression, p, val_r=val_r)
     return {**res, "wall_s": round(wall, 2)}
 
 
@@ -321,8 +348,7 @@ def rnafm_scores(
     val_r = None
     if val is not None:
         val_r = per_gene_pcc(model.predict_data(val, draws=draws, seed=seed).mean, val.expression)
-    res = score(test.expression, p.mean, std=p.std, lower=p.lower, upper=p.upper,
-                level=p.level, draws=p.draws, val_r=val_r)  # fmt: skip
+    res = pool.score(test.expression, p, draws=p.draws, val_r=val_r)
     return {**res, "wall_s": round(train_s + wall, 2), "predict_s": round(wall, 2)}
 
 
@@ -405,7 +431,8 @@ def main() -> None:
         action="store_true",
         help="Score every test slide's own prediction, also where the run found that slides of "
         "one sample share expression (default: every model's predictions of a sample's slides "
-        "are pooled then, as `rnafm predict` and `rnafm cv` do).",
+        "are pooled then, as `rnafm predict` and `rnafm cv` do, and such a sample is scored "
+        "once, as `rnafm evaluate` does).",
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -455,15 +482,10 @@ def main() -> None:
         "preset": args.preset,
         "rnafm_pcc": main_run["pcc"],
         "pooled_samples": None if shared is None else shared.to_dict(),
-        "ridge_pcc": pcc_mean(
-            pool.mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=False)), truth
-        ),
-        "ridge_pergene_pcc": pcc_mean(
-            pool.mean(ridge_baseline(x[tr], y[tr], x[te], per_gene=True)), truth
-        ),
-        "oracle_ridge_pcc": pcc_mean(
-            pool.mean(ridge_baseline(meta["oracle"][tr], y[tr], meta["oracle"][te], per_gene=True)),
-            truth,
+        "ridge_pcc": pool.pcc(ridge_baseline(x[tr], y[tr], x[te], per_gene=False), truth),
+        "ridge_pergene_pcc": pool.pcc(ridge_baseline(x[tr], y[tr], x[te], per_gene=True), truth),
+        "oracle_ridge_pcc": pool.pcc(
+            ridge_baseline(meta["oracle"][tr], y[tr], meta["oracle"][te], per_gene=True), truth
         ),
         "coverage90": main_run["coverage90"],
         "val": main_run["val"],

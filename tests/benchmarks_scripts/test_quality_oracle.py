@@ -74,3 +74,25 @@ def test_split_holds_out_a_whole_site_or_random_patients(bench, tmp_path):
     assert {sites[i] for i in te} == {"SITE-A", "SITE-B"}
     with pytest.raises(ValueError, match="SITE-C"):
         bench.split_reference(tmp_path, meta, test_site="SITE-C")
+
+
+def test_pool_scores_a_pooled_sample_once(bench):
+    from types import SimpleNamespace
+
+    from rnafm.cohort.samples import SharedExpression
+
+    rng = np.random.default_rng(5)
+    n, g = 11, 6
+    patients = [f"P{i // 2}" if i < 6 else f"P{i}" for i in range(n)]  # P0-P2 have two slides
+    truth = rng.normal(size=(n, g))
+    for i in (1, 3, 5):
+        truth[i] = truth[i - 1]
+    mean = truth + rng.normal(size=(n, g))
+    test = SimpleNamespace(slide_ids=[f"s{i}" for i in range(n)], patient_ids=patients)
+    pool = bench.Pool(SharedExpression("sample", 3, 3, 0.5), test)
+    pooled = pool.mean(mean)
+    keep = [0, 2, 4, 6, 7, 8, 9, 10]
+    assert pool.rows(pooled, truth).tolist() == keep
+    assert pool.pcc(mean, truth) == pytest.approx(bench.pcc_mean(pooled[keep], truth[keep]))
+    alone = bench.Pool(None, test)  # nothing pooled: every slide scored
+    assert alone.pcc(mean, truth) == pytest.approx(bench.pcc_mean(mean, truth))

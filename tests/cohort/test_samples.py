@@ -68,3 +68,41 @@ def test_own_rows_or_too_few_samples_are_not_shared():
     # without features the correlation is not estimated: 1, so spreads are not narrowed
     slides, patients, y, _ = _cohort(40, shared=True, feature_link=0.0)
     assert detect_shared_expression(slides, patients, y).error_corr == 1.0
+
+
+def test_a_sample_column_separates_samples_of_one_patient(tmp_path):
+    from rnafm.cohort.reference import Reference, load_reference, write_reference
+
+    # two regions of one tumour sequenced apart (samples A, B); sample A has two slides
+    slides = ["R1-A-1", "R1-A-2", "R1-B-1", "TCGA-05-4244-01Z-00-DX1", "SYN-9"]
+    patients = ["R1", "R1", "R1", "TCGA-05-4244", "P9"]
+    samples = ["A", "A", "B", "", ""]  # empty: the barcode, else the patient
+    keys = sample_keys(slides, patients, samples)
+    assert keys == ["R1/A", "R1/A", "R1/B", "TCGA-05-4244-01", "P9"]
+    assert sample_keys(slides, patients)[:3] == ["R1"] * 3
+    # the reference's sample_id column travels through writing, reading and subsets
+    ref = Reference(slides, patients, None, ["G1", "G2"], np.ones((5, 2), np.float32),
+                    samples=samples)  # fmt: skip
+    write_reference(tmp_path / "ref.csv", ref)
+    back = load_reference(tmp_path / "ref.csv")
+    assert back.samples == samples
+    assert back.subset(["R1-B-1", "R1-A-1"]).samples == ["B", "A"]
+    assert load_reference(tmp_path / "ref.csv").genes == ["G1", "G2"]  # not a gene column
+
+
+def test_shared_expression_within_samples_of_a_patient():
+    # each patient: sample A with two slides sharing one profile, sample B with its own
+    rng = np.random.default_rng(2)
+    slides, patients, samples, y = [], [], [], []
+    for p in range(8):
+        a, b = rng.normal(size=5), rng.normal(size=5)
+        for s, row in (("A", a), ("A", a), ("B", b)):
+            slides.append(f"X{p}-{s}{len(slides)}")
+            patients.append(f"X{p}")
+            samples.append(s)
+            y.append(row)
+    y = np.asarray(y)
+    # by patient, three slides with two profiles: nothing is shared
+    assert detect_shared_expression(slides, patients, y) is None
+    shared = detect_shared_expression(slides, patients, y, samples=samples)
+    assert (shared.groups, shared.identical) == (8, 8)

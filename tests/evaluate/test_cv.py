@@ -438,6 +438,13 @@ def test_cv_pools_every_model_where_slides_of_a_sample_share_rna(tmp_path, make)
             np.testing.assert_allclose(p.X[i], (a.X[i] + a.X[j]) / 2, rtol=1e-5, atol=1e-5)
         single = [i for i in range(len(y)) if all(i not in q for q in pairs)]
         np.testing.assert_allclose(p.X[single], a.X[single])
+    # a pooled sample counts once in every model's metrics; --per-slide counts every slide
+    for name in ("ridge", "mean"):
+        assert res.metrics[name]["n_evaluated"] == len(y) - len(pairs)
+        assert res.metrics[name]["samples_counted_once"] == len(pairs)
+        assert alone.metrics[name]["n_evaluated"] == len(y)
+    summary = pd.read_csv(tmp_path / "pooled" / "summary.csv").set_index("model")
+    assert summary.loc["ridge", "n_evaluated"] == len(y) - len(pairs)
     # averaging two predictions of one target helps
     r_pooled = res.metrics["ridge"]["genes"]["mean_pearson_r"]
     assert r_pooled > alone.metrics["ridge"]["genes"]["mean_pearson_r"]

@@ -59,6 +59,28 @@ def test_slides_of_a_sample_share_the_pooled_prediction(tiny_cohort, tiny_overri
     for i in (0, 5):  # a slide alone in its sample keeps its own prediction
         np.testing.assert_allclose(pooled.X[i], alone.X[i])
     assert pooled.uns["rnafm"]["pooled"]["key"] == "sample"
+    # rnafm evaluate counts each pooled sample once, every slide with --per-slide
+    for extra, want in (((), "6 slides (4 rows: 2 pooled sample(s) counted once)"),
+                        (("--per-slide",), "6 slides: mean r")):  # fmt: skip
+        r = subprocess.run(
+            [str(RNAFM), "evaluate", "-p", str(tmp_path / "p.h5ad"), "-r",
+             str(tmp_path / "test.csv"), "-o", str(tmp_path / f"ev{len(extra)}"), *extra],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert want in r.stdout
+    m = json.loads((tmp_path / "ev0" / "metrics.json").read_text())
+    assert (m["n_slides"], m["n_evaluated"], m["samples_counted_once"]) == (6, 4, 2)
+    # a sample_id column says that S18 and S19 of patient P09 are two samples: not pooled
+    import pandas as pd
+
+    ref = pd.read_csv(tmp_path / "test.csv")
+    ref.insert(2, "sample_id", ["", "a", "b", "", "", ""])
+    ref.to_csv(tmp_path / "test_samples.csv", index=False)
+    split, _ = _predict(run, root, tmp_path / "test_samples.csv", tmp_path / "s.h5ad")
+    assert split.obs["pooled_slides"].tolist() == [1, 1, 1, 2, 2, 1]
+    assert split.obs["sample"].tolist()[1:3] == ["P09/a", "P09/b"]
+    np.testing.assert_allclose(split.X[1], alone.X[1], atol=1e-6)
 
 
 def test_slides_with_their_own_rna_are_not_pooled(tiny_run, tiny_cohort, tmp_path):

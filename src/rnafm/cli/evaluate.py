@@ -304,6 +304,12 @@ def cv_cmd(
     help="Gene sets for pathway-level metrics (collection name or .gmt).",
 )
 @click.option("--expression-scale", type=click.Choice(_SCALES), default="auto", show_default=True)
+@click.option(
+    "--per-slide",
+    is_flag=True,
+    help="Count every slide (by default a sample whose slides share one pooled prediction of "
+    "one RNA profile counts once).",
+)
 def evaluate_cmd(
     predictions,
     reference,
@@ -313,6 +319,7 @@ def evaluate_cmd(
     draws,
     gene_sets,
     expression_scale,
+    per_slide,
 ) -> None:
     """Per-gene metrics, significance, top-k, calibration and pathway-level metrics."""
     from rnafm.evaluate.evaluation import evaluate_predictions
@@ -326,10 +333,16 @@ def evaluate_cmd(
         random_predictions=random_predictions,
         draws=draws,
         gene_sets=gene_sets,
+        per_slide=per_slide,
     )
-    g = ev.summary["genes"]
+    g, s = ev.summary["genes"], ev.summary
+    once = (
+        f" ({s['n_evaluated']} rows: {s['samples_counted_once']} pooled sample(s) counted once)"
+        if s["samples_counted_once"]
+        else ""
+    )
     click.echo(
-        f"{g['n_genes']} genes, {ev.summary['n_slides']} slides: mean r "
+        f"{g['n_genes']} genes, {s['n_slides']} slides{once}: mean r "
         f"{_num(g['mean_pearson_r'])}, {g['n_r_above_0.4']} genes with r > 0.4"
     )
     u = ev.summary.get("uncertainty")

@@ -54,6 +54,7 @@ class CohortData:
     cluster_config: ClusterConfig | None = None  # the k-means settings the clusters came from
     feature_attrs: dict[str, Any] | None = None  # encoder / tiling of the feature files
     sites: list[str] | None = None  # tissue source site of each slide (the reference's column)
+    samples: list[str] | None = None  # RNA sample of each slide (the reference's sample_id)
 
     def __len__(self) -> int:
         return len(self.slide_ids)
@@ -76,6 +77,7 @@ class CohortData:
             cluster_config=self.cluster_config,
             feature_attrs=None if self.feature_attrs is None else dict(self.feature_attrs),
             sites=None if self.sites is None else [self.sites[i] for i in ix],
+            samples=None if self.samples is None else [self.samples[i] for i in ix],
         )
 
     def fingerprint(self) -> dict[str, str]:
@@ -336,11 +338,12 @@ def load_cohort_data(
         patients = [reference.patient_ids[i] for i in idx]
         projects = None if reference.projects is None else [reference.projects[i] for i in idx]
         sites = None if reference.sites is None else [reference.sites[i] for i in idx]
+        samples = None if reference.samples is None else [reference.samples[i] for i in idx]
         genes: list[str] | None = list(reference.genes)
         expression = reference.values[idx].astype(np.float32)  # (n, G)
     else:
         patients = [patient_from_name(s) for s in loaded]
-        projects, sites, genes, expression = None, None, None, None
+        projects, sites, samples, genes, expression = None, None, None, None, None
     logger.info("loaded %d slides (%d skipped)", len(loaded), len(skipped))
     return CohortData(
         slide_ids=loaded,
@@ -354,6 +357,7 @@ def load_cohort_data(
         cluster_config=config,
         feature_attrs=feature_provenance({s: files[s] for s in loaded}),
         sites=sites,
+        samples=samples,
     )
 
 

@@ -1,7 +1,9 @@
 """The reference table: one row per slide with its patient and bulk expression (SEQUOIA/RNA-FM CSV).
 
 Columns: ``wsi_file_name`` (slide file name; a known slide/feature extension is dropped to give the
-slide id), ``patient_id``, optional ``project`` and ``site`` (tissue source site), then one
+slide id), ``patient_id``, optional ``project``, ``site`` (tissue source site) and ``sample_id``
+(the RNA sample, where a patient's slides come from several samples and their names carry no
+TCGA barcode), then one
 ``rna_<SYMBOL>`` column per gene. Values are raw (TPM, FPKM-UQ, counts) or log2(x+1);
 :class:`ExpressionScale` says which. Inside rnafm the values are always log2(x+1).
 """
@@ -74,6 +76,7 @@ class Reference:
     values: np.ndarray  # float32 (n_slides, n_genes), log2(x+1) scale
     source: Path | None = None
     sites: list[str] | None = None  # tissue source site of each slide (the ``site`` column)
+    samples: list[str] | None = None  # RNA sample of each slide (the ``sample_id`` column)
 
     def __len__(self) -> int:
         return len(self.slide_ids)
@@ -102,6 +105,7 @@ class Reference:
             values=self.values[idx],
             source=self.source,
             sites=None if self.sites is None else [self.sites[i] for i in idx],
+            samples=None if self.samples is None else [self.samples[i] for i in idx],
         )
 
 
@@ -251,6 +255,9 @@ def load_reference(
         logger.warning("%s: no patient_id column; using %s", p, "TCGA barcodes / slide ids")
     projects = df["project"].fillna("").astype(str).tolist() if "project" in df.columns else None
     sites = df["site"].fillna("").astype(str).str.strip().tolist() if "site" in df.columns else None
+    samples = None
+    if "sample_id" in df.columns:
+        samples = df["sample_id"].fillna("").astype(str).str.strip().tolist()
     try:
         v = df[gene_cols].to_numpy(dtype=np.float64)  # fast path: all columns parsed as numbers
     except (ValueError, TypeError):
@@ -272,6 +279,7 @@ def load_reference(
         values=v.astype(np.float32),
         source=p,
         sites=sites,
+        samples=samples,
     )
 
 
@@ -292,7 +300,7 @@ def write_reference(path: str | os.PathLike[str], ref: Reference, *, raw: bool =
     v = np.asarray(ref.values, dtype=np.float64)  # (n, G)
     if raw:
         v = np.maximum(np.exp2(v) - 1.0, 0.0)
-    optional = [("project", ref.projects), ("site", ref.sites)]
+    optional = [("project", ref.projects), ("site", ref.sites), ("sample_id", ref.samples)]
     meta_names = ["wsi_file_name", "patient_id"] + [n for n, c in optional if c is not None]
     meta_cols = [ref.slide_ids, ref.patient_ids] + [c for _, c in optional if c is not None]
     row_fmt = ",".join(["%.6g"] * v.shape[1])

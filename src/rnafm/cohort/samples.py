@@ -6,9 +6,10 @@ training slides show that, the slides of a sample predict the same target, and t
 prediction for each of them is the pooled one (:mod:`rnafm.predict.pooling`). Where the slides
 of one patient carry their own RNA, nothing is pooled.
 
-The grouping key of a slide is its TCGA sample barcode (patient plus sample type, e.g.
-``TCGA-05-4244-01``) when its name carries one, else its patient id: a tumour slide and a
-normal-tissue slide of one patient are never pooled.
+The grouping key of a slide is the reference's ``sample_id`` where the table has one for it,
+else its TCGA sample barcode (patient plus sample type, e.g. ``TCGA-05-4244-01``) when its name
+carries one, else its patient id: a tumour slide and a normal-tissue slide of one patient are
+never pooled.
 """
 
 from __future__ import annotations
@@ -64,15 +65,22 @@ class SharedExpression:
         return (1.0 + (k - 1) * rho) / k
 
 
-def sample_keys(slide_ids: Sequence[str], patient_ids: Sequence[str]) -> list[str]:
-    """Grouping key of each slide: its TCGA sample barcode when its name has one, else its
-    patient id."""
+def sample_keys(
+    slide_ids: Sequence[str], patient_ids: Sequence[str], samples: Sequence[str] | None = None
+) -> list[str]:
+    """Grouping key of each slide: its ``samples`` entry where given and not empty (the
+    reference's ``sample_id`` column, scoped by patient), else its TCGA sample barcode when its
+    name has one, else its patient id."""
     from rnafm.cohort.tcga import parse_barcode
 
+    given = [""] * len(slide_ids) if samples is None else [str(s).strip() for s in samples]
     keys = []
-    for slide, patient in zip(slide_ids, patient_ids, strict=True):
+    for slide, patient, sample in zip(slide_ids, patient_ids, given, strict=True):
         bc = parse_barcode(slide)
-        keys.append(bc.sample if bc is not None and bc.sample is not None else str(patient))
+        if sample:
+            keys.append(f"{patient}/{sample}")
+        else:
+            keys.append(bc.sample if bc is not None and bc.sample is not None else str(patient))
     return keys
 
 
@@ -89,15 +97,17 @@ def detect_shared_expression(
     patient_ids: Sequence[str],
     expression: np.ndarray,
     features: np.ndarray | None = None,
+    samples: Sequence[str] | None = None,
 ) -> SharedExpression | None:
     """Whether the slides of one sample carry identical expression (n, G), log2(x+1).
 
     True when at least three samples have two or more slides and 90% of them carry identical
     rows. ``features`` (n, D), one vector per slide (e.g. the mean tile feature), give the
-    error correlation (:class:`SharedExpression`). None otherwise: nothing is pooled.
+    error correlation (:class:`SharedExpression`); ``samples`` the reference's sample ids
+    (:func:`sample_keys`). None otherwise: nothing is pooled.
     """
     y = np.asarray(expression, dtype=np.float64)
-    groups = groups_of(sample_keys(slide_ids, patient_ids))
+    groups = groups_of(sample_keys(slide_ids, patient_ids, samples))
     if len(groups) < _MIN_GROUPS:
         return None
     same = sum(bool(np.allclose(y[g], y[g[0]], rtol=0.0, atol=1e-4)) for g in groups)
@@ -159,4 +169,5 @@ def shared_expression_of(*parts) -> SharedExpression | None:
         [s for p in parts for s in p.patient_ids],
         np.concatenate([p.expression for p in parts]),
         np.concatenate(feats),
+        samples=[s for p in parts for s in (p.samples or [""] * len(p))],
     )

@@ -89,7 +89,8 @@ class CVConfig(BaseModel):
         False,
         description="Score every slide's own prediction, also where a training fold's slides "
         "of one sample share one expression profile (by default the slides of a test sample "
-        "then get the mean of their predictions, for every model alike).",
+        "then get the mean of their predictions, for every model alike, and each such sample "
+        "counts once in the metrics).",
     )
     random_baseline: bool = Field(
         True,
@@ -329,7 +330,9 @@ def cross_validate(
                 "pooled_samples": json.dumps([None if s is None else s.to_dict() for s in shared]),
             }
             pf = _assemble(name, data, folds, parts, out / name, config.seed, info)
-            ev = evaluate_predictions(pf, data, out=out / name, gene_sets=gene_sets)
+            ev = evaluate_predictions(
+                pf, data, out=out / name, gene_sets=gene_sets, per_slide=config.per_slide
+            )
             result.predictions[name] = pf.path
             result.metrics[name] = ev.summary
     _write_summary(out, result.metrics)
@@ -356,7 +359,8 @@ def _pooled(part: dict, data: CohortData, shared) -> dict:
     if shared is None:
         return part
     idx = part["test_idx"]
-    keys = sample_keys([data.slide_ids[i] for i in idx], [data.patient_ids[i] for i in idx])
+    sub = data.subset(idx)
+    keys = sample_keys(sub.slide_ids, sub.patient_ids, sub.samples)
     fields = {k: part.get(k) for k in ("std", "lower", "upper", "draws")}
     p = pool_predictions(Predictions(mean=part["mean"], **fields), keys, shared)
     out = dict(part)
@@ -446,6 +450,7 @@ def _write_summary(out: Path, metrics: Mapping[str, dict]) -> None:
             "mean_pearson_r_per_fold": (m.get("per_fold") or {}).get("mean_pearson_r_mean"),
             "mean_pearson_r_per_fold_sd": (m.get("per_fold") or {}).get("mean_pearson_r_sd"),
             "mean_rmse": g["mean_rmse"],
+            "n_evaluated": m.get("n_evaluated"),  # test rows: a pooled sample's slides once
             "n_r_above_0.4": g["n_r_above_0.4"],
             "n_well_predicted": g.get("n_well_predicted"),
         }

@@ -104,19 +104,28 @@ def _align(pred: PredictionFile, truth: _Truth) -> tuple[PredictionFile, np.ndar
             len(cols),
             len(pred.genes),
         )
-    r, c = np.asarray(rows), np.asarray(cols)
+    aligned = _take(pred, np.asarray(rows), np.asarray(cols))
+    y = truth.values[[t_row[s] for s in aligned.slide_ids]][:, [t_col[g] for g in aligned.genes]]
+    return aligned, y
+
+
+def _take(pred: PredictionFile, r: np.ndarray, c: np.ndarray | None = None) -> PredictionFile:
+    """``pred`` restricted to rows ``r`` and columns ``c`` (all genes when None)."""
+    c = np.arange(len(pred.genes)) if c is None else c
     sub = lambda a: None if a is None else np.asarray(a)[r][:, c]  # noqa: E731
-    aligned = PredictionFile(
-        slide_ids=[pred.slide_ids[i] for i in rows],
-        genes=[pred.genes[j] for j in cols],
+    pick = lambda ids: None if ids is None else [ids[i] for i in r]  # noqa: E731
+    return PredictionFile(
+        slide_ids=pick(pred.slide_ids),
+        genes=[pred.genes[j] for j in c],
         mean=sub(pred.mean),
         std=sub(pred.std),
         lower=sub(pred.lower),
         upper=sub(pred.upper),
         random_mean=sub(pred.random_mean),
         observed=sub(pred.observed),
-        patient_ids=[pred.patient_ids[i] for i in rows] if pred.patient_ids else None,
+        patient_ids=pick(pred.patient_ids),
         folds=pred.folds[r] if pred.folds is not None else None,
+        samples=pick(pred.samples),
         info=pred.info,
         path=pred.path,
         cv=None
@@ -126,8 +135,31 @@ def _align(pred: PredictionFile, truth: _Truth) -> tuple[PredictionFile, np.ndar
             for k, v in pred.cv.items()
         },
     )
-    y = truth.values[[t_row[s] for s in aligned.slide_ids]][:, [t_col[g] for g in aligned.genes]]
-    return aligned, y
+
+
+def _per_sample(
+    pred: PredictionFile, y: np.ndarray, draws: np.ndarray | None
+) -> tuple[PredictionFile, np.ndarray, np.ndarray | None, int]:
+    """Count once each sample whose slides carry one pooled prediction of one truth
+    (:func:`rnafm.predict.pooling.sample_rows`); returns the rows kept and how many samples
+    were counted once."""
+    from rnafm.cohort.samples import groups_of, sample_keys
+    from rnafm.predict.pooling import sample_rows
+
+    keys = pred.samples or sample_keys(pred.slide_ids, pred.patient_ids or pred.slide_ids)
+    rows = sample_rows(keys, pred.mean, y)
+    if len(rows) == len(keys):
+        return pred, y, draws, 0
+    kept = set(rows.tolist())
+    once = sum(int(g[0]) in kept and int(g[1]) not in kept for g in groups_of(keys))
+    logger.info(
+        "%d sample(s) whose slides share one pooled prediction of one profile counted once "
+        "(%d rows from %d slides; --per-slide counts every slide)",
+        once,
+        len(rows),
+        len(keys),
+    )
+    return _take(pred, rows), y[rows], None if draws is None else draws[rows], once
 
 
 def pathway_matrix(
@@ -258,6 +290,7 @@ def evaluate_predictions(
     gene_sets: str | Mapping[str, Sequence[str]] | None = None,
     levels: Sequence[float] = LEVELS,
     ks: Sequence[int] = TOP_K,
+    per_slide: bool = False,
 ) -> Evaluation:
     """Evaluate predictions against the reference; write metrics.json and per_gene.csv to ``out``.
 
@@ -279,15 +312,27 @@ def evaluate_predictions(
     gene_sets
         Collection name, .gmt path or mapping for pathway-level metrics (default: the
         collection recorded in the predictions, if any).
+    per_slide
+        Count every slide. By default a sample whose slides carry one pooled prediction of one
+        truth (``rnafm predict`` and ``rnafm cv`` pool the slides of a sample that share its
+        RNA) counts once, so a sample with two slides does not weigh twice in the metrics and
+        their p-values; ``n_evaluated`` and ``samples_counted_once`` in the summary say so.
     """
     pred = predictions if isinstance(predictions, PredictionFile) else read_predictions(predictions)
     truth = _truth_for(pred, reference)
     pred, y = _align(pred, truth)
     d = _draws_for(pred, draws)
+    n_slides, once = len(pred.slide_ids), 0
+    if not per_slide:
+        pred, y, d, once = _per_sample(pred, y, d)
     val = None
     if val_predictions is not None:
         val = evaluate_predictions(
-            val_predictions, truth if reference is not None else None, ks=ks, levels=levels
+            val_predictions,
+            truth if reference is not None else None,
+            ks=ks,
+            levels=levels,
+            per_slide=per_slide,
         )
     table = gene_metrics(y, pred.mean, pred.genes)
     random_mean = _random_mean(pred, random_predictions)
@@ -302,7 +347,9 @@ def evaluate_predictions(
         "rnafm_version": __version__,
         "predictions": str(pred.path) if pred.path else None,
         "model": pred.info.get("model"),
-        "n_slides": len(pred.slide_ids),
+        "n_slides": n_slides,
+        "n_evaluated": len(pred.slide_ids),  # rows scored: slides, a pooled sample's once
+        "samples_counted_once": once,
         "n_patients": len(set(pred.patient_ids)) if pred.patient_ids else None,
         "genes": summarize_genes(table, val_r=val_r, ks=ks),
         "top_k_note": "ranked_by_test picks the genes on the test data itself (as most papers); "

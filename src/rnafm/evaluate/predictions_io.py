@@ -43,6 +43,7 @@ class PredictionFile:
     random_mean: np.ndarray | None = None  # (n, G)
     observed: np.ndarray | None = None  # (n, G) the truth the predictions were made for (cv)
     folds: np.ndarray | None = None  # int (n,)
+    samples: list[str] | None = None  # obs['sample']: the RNA sample of each slide (rnafm predict)
     info: dict[str, Any] = field(default_factory=dict)  # uns['rnafm']
     cv: dict[str, Any] | None = None  # uns['rnafm_cv']
     path: Path | None = None
@@ -73,6 +74,8 @@ def write_predictions(path: str | os.PathLike[str], pred: PredictionFile) -> Pat
     obs = pd.DataFrame(index=pd.Index(list(pred.slide_ids), name="slide_id"))
     if pred.patient_ids is not None:
         obs["patient_id"] = list(pred.patient_ids)
+    if pred.samples is not None:
+        obs["sample"] = list(pred.samples)
     if pred.folds is not None:
         obs["fold"] = np.asarray(pred.folds, dtype=np.int64)
     var = pd.DataFrame(index=pd.Index(list(pred.genes), name="gene"))
@@ -131,6 +134,7 @@ def read_predictions(path: str | os.PathLike[str]) -> PredictionFile:
         random_mean=layer("random_mean"),
         observed=layer("observed"),
         folds=obs["fold"].to_numpy().astype(np.int64) if "fold" in obs else None,
+        samples=[str(k) for k in obs["sample"]] if "sample" in obs else None,
         info=info,
         cv=cv,
         path=path,

@@ -5,6 +5,10 @@ its spread is each slide's spread (root mean square over the sample's slides) ti
 ``sqrt((1 + (k - 1) rho) / k)``, the error of a mean of k predictions whose errors correlate at
 ``rho``. Intervals keep their half-widths' ratio to the spread; draws are recentred on the pooled
 mean with the pooled spread, gene by gene.
+
+Evaluation counts such a sample once (:func:`sample_rows`): its slides repeat one prediction of
+one truth, and counting each would weigh the sample by its number of slides and overstate the
+evidence of a correlation test.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 
 from rnafm.cohort.samples import SharedExpression, groups_of
 
-__all__ = ["pool_predictions"]
+__all__ = ["pool_predictions", "sample_rows"]
 
 P = TypeVar("P")
 
@@ -52,3 +56,14 @@ def pool_predictions(pred: P, keys: Sequence[str], shared: SharedExpression) -> 
             scale = np.divide(target, sd, out=np.zeros_like(sd), where=sd > 0)
             out["draws"][g] = m + dev * scale
     return dataclasses.replace(pred, **out)
+
+
+def sample_rows(keys: Sequence[str], *arrays: np.ndarray, atol: float = 1e-5) -> np.ndarray:
+    """Rows to evaluate, one per unit: the first slide of each sample whose slides carry
+    identical rows (within ``atol``) in every array (e.g. the pooled prediction and the
+    shared truth), every slide of any other sample. Sorted indices."""
+    drop: set[int] = set()
+    for g in groups_of(keys):
+        if all(np.allclose(a[g], a[g[0]], rtol=0.0, atol=atol, equal_nan=True) for a in arrays):
+            drop.update(int(i) for i in g[1:])
+    return np.asarray([i for i in range(len(keys)) if i not in drop], dtype=np.int64)

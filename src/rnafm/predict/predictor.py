@@ -296,7 +296,7 @@ class Predictor:
             level=level,
             keep_draws=draws_out is not None,
         )
-        keys = sample_keys(data.slide_ids, data.patient_ids)
+        keys = sample_keys(data.slide_ids, data.patient_ids, data.samples)
         shared = None if per_slide else self.shared_expression
         if shared is not None:
             arrays = pool_predictions(arrays, keys, shared)
@@ -337,6 +337,7 @@ def _slides_of(path, error: Exception):
         genes=[],
         values=np.zeros((len(slides), 0), dtype=np.float32),
         source=None,
+        samples=df["sample_id"].fillna("").astype(str).tolist() if "sample_id" in df else None,
     )
 
 

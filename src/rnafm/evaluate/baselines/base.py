@@ -76,6 +76,9 @@ def with_validation(train: CohortData, val: CohortData | None) -> CohortData | N
     if list(val.genes or []) != list(train.genes or []):
         raise ValueError("training and validation data have different genes")
     both = (train.projects is not None) and (val.projects is not None)
+    samples = None  # the reference's sample ids, "" for slides without one
+    if train.samples is not None or val.samples is not None:
+        samples = [s for p in (train, val) for s in (p.samples or [""] * len(p))]
     return CohortData(
         slide_ids=[*train.slide_ids, *val.slide_ids],
         patient_ids=[*train.patient_ids, *val.patient_ids],
@@ -86,4 +89,5 @@ def with_validation(train: CohortData, val: CohortData | None) -> CohortData | N
         expression=np.concatenate([train.expression, val.expression]),  # (n + m, G)
         cluster_config=train.cluster_config,
         feature_attrs=train.feature_attrs,
+        samples=samples,
     )
