@@ -241,6 +241,7 @@ def score(truth, mean, *, std=None, lower=None, upper=None, level=None, draws=No
     ranking = std_error_spearman(truth, mean, std)
     out["std_abs_error_spearman"] = ranking["pooled"]
     out["std_abs_error_spearman_gene_ceiling"] = ranking["gene_ceiling"]
+    out["std_abs_error_spearman_slides"] = ranking["per_slide"]
     if lower is None or level is None or abs(level - 0.9) > 1e-9:
         lower, upper = gaussian_interval(mean, std, 0.9)
     out["coverage90"] = coverage(truth, lower, upper)

@@ -160,3 +160,25 @@ def test_crps_of_draws_rescaled_to_their_own_mean_and_std() -> None:
         m = uncertainty_metrics(y, mean=draws.mean(1), draws=draws)
         assert m["crps"] == pytest.approx(want, rel=1e-9)  # the std of the draws is sd
         assert m["crps_draws"] < 0.99 * want  # too small: the draws are not independent
+
+
+def test_std_error_spearman_ranks_slides() -> None:
+    # slides whose errors are larger on every gene (a factor per slide), genes on their own scales
+    rng = np.random.default_rng(8)
+    n, g = 41, 300
+    slide = rng.uniform(0.5, 2.0, size=(n, 1))
+    gene = rng.uniform(0.1, 5.0, size=(1, g))
+    y = slide * gene * rng.normal(size=(n, g))
+    mean = np.zeros_like(y)
+    s = std_error_spearman(y, mean, slide * gene)["per_slide"]
+    # a plain loop: each slide's spread and error size relative to each gene's scale
+    rel_s = [np.mean([slide[i, 0] * gene[0, j] / np.mean(slide * gene[0, j]) for j in range(g)])
+             for i in range(n)]  # fmt: skip
+    rms = np.sqrt(np.mean(y**2, axis=0))
+    rel_e = [np.sqrt(np.mean((np.abs(y[i]) / rms) ** 2)) for i in range(n)]
+    assert s == pytest.approx(stats.spearmanr(rel_s, rel_e).statistic, abs=1e-12)
+    assert s > 0.8  # 300 genes average the noise of each error away
+    # a spread that ignores the slide says nothing about which slides to trust
+    assert std_error_spearman(y, mean, np.broadcast_to(gene, y.shape))["per_slide"] is None
+    reversed_ = std_error_spearman(y, mean, (2.5 - slide) * gene)["per_slide"]
+    assert reversed_ == pytest.approx(-s)

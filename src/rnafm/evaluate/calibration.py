@@ -115,6 +115,11 @@ def std_error_spearman(y, mean, std) -> dict[str, float | None]:
     for ranking errors by gene alone; it depends on the mean's errors, so two models with
     different means have different ceilings, and a std above its ceiling also ranks errors
     within a gene.
+
+    ``per_slide`` says which slides to trust: the Spearman correlation across samples between
+    a sample's spread and its error size, both relative to each gene's scale (the mean over
+    genes of std / the gene's mean std, against the root mean square over genes of
+    error / the gene's RMS error). None for a std that is the same on every sample.
     """
     err = np.abs(np.asarray(y, dtype=np.float64) - mean)
     std = np.asarray(std, dtype=np.float64)
@@ -131,7 +136,22 @@ def std_error_spearman(y, mean, std) -> dict[str, float | None]:
         "pooled": pooled(std),
         "mean_per_gene": float(np.nanmean(per_gene)) if np.isfinite(per_gene).any() else None,
         "gene_ceiling": pooled(rms),
+        "per_slide": _slide_ranking(std, err),
     }
+
+
+def _slide_ranking(std: np.ndarray, err: np.ndarray) -> float | None:
+    """Spearman over samples of the relative spread against the relative error size."""
+    s_scale, e_scale = std.mean(axis=0), np.sqrt(np.mean(err**2, axis=0))  # (G,)
+    ok = (s_scale > 0) & (e_scale > 0)
+    if len(std) < 3 or not ok.any():
+        return None
+    s = (std[:, ok] / s_scale[ok]).mean(axis=1)  # (n,)
+    e = np.sqrt(np.mean((err[:, ok] / e_scale[ok]) ** 2, axis=1))  # (n,)
+    if np.ptp(s) <= 1e-9 * np.abs(s).max() or np.ptp(e) == 0:
+        return None
+    r = stats.spearmanr(s, e).statistic
+    return float(r) if np.isfinite(r) else None
 
 
 def _interval(mean, std, draws, level):

@@ -468,6 +468,9 @@ def _write_summary(out: Path, metrics: Mapping[str, dict]) -> None:
         )
         row["coverage_90_uncalibrated"] = u["coverage"].get("0.9") if u else None
         row["crps"] = u["crps"] if u else None
+        ranking = (u or {}).get("std_abs_error_spearman") or {}
+        row["std_abs_error_spearman"] = ranking.get("pooled")
+        row["std_abs_error_spearman_slides"] = ranking.get("per_slide")  # which slides to trust
         rows.append(row)
     write_json(out / "summary.json", {"models": rows})
     with atomic_path(out / "summary.csv") as tmp:

@@ -314,6 +314,9 @@ def make_report(
                             "its per-gene ceiling": e.summary["uncertainty"][
                                 "std_abs_error_spearman"
                             ].get("gene_ceiling"),
+                            "Spearman over slides": e.summary["uncertainty"][
+                                "std_abs_error_spearman"
+                            ].get("per_slide"),
                         }
                         for k, e in evals.items()
                         if e.summary.get("uncertainty")
