@@ -452,6 +452,7 @@ def test_cv_pools_every_model_where_slides_of_a_sample_share_rna(tmp_path, make)
 
     page = make_report([tmp_path / "pooled"], out=tmp_path / "r.html").read_text()
     assert re.search(r"slides of one sample pooled&quot;: \[\s*true,\s*true,\s*true\s*\]", page)
+    assert "rows scored" in page
     # the slides' own rows: nothing pooled
     own = cross_validate(make(30, seed=4), out=tmp_path / "own", models=["ridge"],
                          config=CVConfig(n_folds=3, seed=1))  # fmt: skip

@@ -147,6 +147,8 @@ def _summary_rows(evals: Mapping[str, Any]) -> list[dict[str, Any]]:
         row = {
             "model": model_label(name),  # prior_gaussian is the rnafm_no_flow ablation
             "slides": ev.summary["n_slides"],
+            # a pooled sample's slides are scored once (rnafm.evaluate.evaluate_predictions)
+            "rows scored": ev.summary.get("n_evaluated", ev.summary["n_slides"]),
             "genes": g["n_genes"],
             "mean r": g["mean_pearson_r"],
             "median r": g["median_pearson_r"],
