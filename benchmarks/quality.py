@@ -274,10 +274,10 @@ class Pool:
     expression (``rnafm.predict.pooling``); a no-op otherwise."""
 
     def __init__(self, shared, test) -> None:
-        from rnafm.cohort.samples import sample_keys
+        from rnafm.cohort.samples import sample_keys_of
 
         self.shared = shared
-        self.keys = sample_keys(test.slide_ids, test.patient_ids, getattr(test, "samples", None))
+        self.keys = sample_keys_of(test)
 
     def __call__(self, p):
         from rnafm.predict.pooling import pool_predictions

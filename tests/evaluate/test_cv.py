@@ -443,6 +443,7 @@ def test_cv_pools_every_model_where_slides_of_a_sample_share_rna(tmp_path, make)
         assert res.metrics[name]["n_evaluated"] == len(y) - len(pairs)
         assert res.metrics[name]["samples_counted_once"] == len(pairs)
         assert alone.metrics[name]["n_evaluated"] == len(y)
+    assert p.obs["sample"].tolist() == list(data.patient_ids)  # no barcode: the patient
     summary = pd.read_csv(tmp_path / "pooled" / "summary.csv").set_index("model")
     assert summary.loc["ridge", "n_evaluated"] == len(y) - len(pairs)
     # averaging two predictions of one target helps
@@ -453,6 +454,14 @@ def test_cv_pools_every_model_where_slides_of_a_sample_share_rna(tmp_path, make)
     page = make_report([tmp_path / "pooled"], out=tmp_path / "r.html").read_text()
     assert re.search(r"slides of one sample pooled&quot;: \[\s*true,\s*true,\s*true\s*\]", page)
     assert "rows scored" in page
+    # a sample column that gives the second slide of each patient a sample of its own
+    second = {j for _, j in pairs}
+    split = replace(data, samples=["b" if i in second else "a" for i in range(len(y))])
+    sep = cross_validate(split, out=tmp_path / "split", models=["ridge"],
+                         config=CVConfig(n_folds=3, seed=1))  # fmt: skip
+    assert json.loads(ad.read_h5ad(sep.predictions["ridge"]).uns["rnafm"]["pooled_samples"]) == [
+        None, None, None]  # fmt: skip
+    assert sep.metrics["ridge"]["n_evaluated"] == len(y)
     # the slides' own rows: nothing pooled
     own = cross_validate(make(30, seed=4), out=tmp_path / "own", models=["ridge"],
                          config=CVConfig(n_folds=3, seed=1))  # fmt: skip

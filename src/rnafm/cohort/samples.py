@@ -25,6 +25,7 @@ import numpy as np
 __all__ = [
     "SharedExpression",
     "sample_keys",
+    "sample_keys_of",
     "groups_of",
     "detect_shared_expression",
     "shared_expression_of",
@@ -82,6 +83,18 @@ def sample_keys(
         else:
             keys.append(bc.sample if bc is not None and bc.sample is not None else str(patient))
     return keys
+
+
+def sample_keys_of(data, idx: Sequence[int] | np.ndarray | None = None) -> list[str]:
+    """:func:`sample_keys` of the slides of a :class:`rnafm.cohort.dataset.CohortData` (its
+    rows ``idx``; all when None), from their ids, patients and reference sample ids."""
+    ix = range(len(data.slide_ids)) if idx is None else [int(i) for i in idx]
+    samples = getattr(data, "samples", None)
+    return sample_keys(
+        [data.slide_ids[i] for i in ix],
+        [data.patient_ids[i] for i in ix],
+        None if samples is None else [samples[i] for i in ix],
+    )
 
 
 def groups_of(keys: Sequence[str]) -> list[np.ndarray]:

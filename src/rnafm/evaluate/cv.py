@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rnafm._io import atomic_path, write_json
 from rnafm.cohort.dataset import slide_sites
+from rnafm.cohort.samples import sample_keys_of, shared_expression_of
 from rnafm.cohort.splits import (
     Fold,
     HoldOut,
@@ -213,6 +214,7 @@ def _assemble(
         slide_ids=slide_ids,
         genes=list(data.genes),
         patient_ids=[data.patient_ids[i] for i in keep],
+        samples=sample_keys_of(data, keep),
         folds=fold_of[keep],
         info=info,
         cv={
@@ -342,7 +344,6 @@ def cross_validate(
 def _fold_shared(data: CohortData, fold: Fold):
     """The fold's :class:`rnafm.cohort.samples.SharedExpression` from the slides its models
     train on (training and validation patients), or None."""
-    from rnafm.cohort.samples import shared_expression_of
 
     tr, va, _ = fold_indices(fold, data.patient_ids)
     return shared_expression_of(data.subset(np.concatenate([tr, va]).astype(np.int64)))
@@ -352,15 +353,13 @@ def _pooled(part: dict, data: CohortData, shared) -> dict:
     """A fold's test predictions with the slides of one sample pooled
     (:func:`rnafm.predict.pooling.pool_predictions`) when its training slides of one sample
     shared their expression; unchanged otherwise."""
-    from rnafm.cohort.samples import sample_keys
     from rnafm.evaluate.baselines.base import Predictions
     from rnafm.predict.pooling import pool_predictions
 
     if shared is None:
         return part
     idx = part["test_idx"]
-    sub = data.subset(idx)
-    keys = sample_keys(sub.slide_ids, sub.patient_ids, sub.samples)
+    keys = sample_keys_of(data, idx)
     fields = {k: part.get(k) for k in ("std", "lower", "upper", "draws")}
     p = pool_predictions(Predictions(mean=part["mean"], **fields), keys, shared)
     out = dict(part)

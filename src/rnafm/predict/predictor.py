@@ -283,7 +283,7 @@ class Predictor:
         """
         from collections import Counter
 
-        from rnafm.cohort.samples import sample_keys
+        from rnafm.cohort.samples import sample_keys_of
         from rnafm.predict.pooling import pool_predictions
         from rnafm.predict.writer import to_anndata, write_draws, write_predictions
 
@@ -296,7 +296,7 @@ class Predictor:
             level=level,
             keep_draws=draws_out is not None,
         )
-        keys = sample_keys(data.slide_ids, data.patient_ids, data.samples)
+        keys = sample_keys_of(data)
         shared = None if per_slide else self.shared_expression
         if shared is not None:
             arrays = pool_predictions(arrays, keys, shared)
