@@ -121,6 +121,7 @@ def _row(metrics: dict[str, Any], ranking: str) -> dict[str, Any]:
         "top_rank": ranking,
         "rmse": g["mean_rmse"],
         "coverage_90": coverage,
+        "n_evaluated": metrics.get("n_evaluated"),  # rows scored: a pooled sample once
     }
 
 

@@ -77,6 +77,7 @@ def test_quick_demo_acceptance(tmp_path):
                          text=True, timeout=900)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert "mean per-gene PCC" in res.stdout and "rnafm" in res.stdout and "ridge" in res.stdout
+    assert "slides scored as" in res.stdout  # two-slide patients share their RNA: pooled once
     summary = json.loads((out / "demo_summary.json").read_text())["models"]
     rnafm, ridge = summary["rnafm"], summary["ridge"]
     # per-gene paired comparison over the same out-of-fold slides: RNA-FM must be better on

@@ -132,8 +132,11 @@ def demo_cmd(
     console = Console()
     console.print(table)
     ranks = sorted({str(r["top_rank"]) for r in result.summary.values() if r["top_rank"]})
+    rows = sorted({r["n_evaluated"] for r in result.summary.values() if r["n_evaluated"]})
+    n = len(result.cohort.slides)
+    scored = f" scored as {rows[0]} samples" if rows and rows != [n] else ""
     console.print(f"top-100 genes ranked by {' / '.join(ranks) or '-'} correlation; "
-                  f"{len(result.cohort.slides)} slides, {result.seconds['total']:.0f} s")  # fmt: skip
+                  f"{n} slides{scored}, {result.seconds['total']:.0f} s")  # fmt: skip
     if result.report is not None:
         console.print(f"report: [bold]{result.report}[/]")
     else:
