@@ -69,6 +69,7 @@ def test_slides_of_a_sample_share_the_pooled_prediction(tiny_cohort, tiny_overri
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
         assert want in r.stdout
+        assert "the spread ranks the slides' error sizes at Spearman" in r.stdout
     m = json.loads((tmp_path / "ev0" / "metrics.json").read_text())
     assert (m["n_slides"], m["n_evaluated"], m["samples_counted_once"]) == (6, 4, 2)
     # a sample_id column says that S18 and S19 of patient P09 are two samples: not pooled

@@ -357,6 +357,9 @@ def evaluate_cmd(
             + ", ".join(f"{k}: {v:.3f}" for k, v in u["coverage"].items())
             + f"; CRPS {u['crps']:.4f}"
         )
+        by_slide = (u.get("std_abs_error_spearman") or {}).get("per_slide")
+        if by_slide is not None:
+            click.echo(f"the spread ranks the slides' error sizes at Spearman {by_slide:.3f}")
     click.echo(f"wrote {out / 'metrics.json'} and {out / 'per_gene.csv'}")
 
 
