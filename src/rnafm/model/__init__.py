@@ -4,6 +4,7 @@ from rnafm.model.condition import Condition
 from rnafm.model.config import (
     MODEL_PRESETS,
     HeadModulation,
+    ImageEmbedding,
     Implementation,
     ModelConfig,
     PathwayMask,
@@ -17,6 +18,7 @@ __all__ = [
     "RNAFM",
     "Condition",
     "HeadModulation",
+    "ImageEmbedding",
     "Implementation",
     "ModelConfig",
     "PathwayMask",

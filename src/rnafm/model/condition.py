@@ -192,6 +192,7 @@ class ImageEncoder(nn.Module):
         size_weights: bool,
         pool_heads: int = 0,
         dropout: float = 0.0,
+        linear: bool = False,
     ) -> None:
         super().__init__()
         self.n_clusters = n_clusters
@@ -209,10 +210,16 @@ class ImageEncoder(nn.Module):
             nn.Parameter(torch.randn(n_clusters, hidden) * 0.02) if index_embedding else None
         )
         self.layers = nn.ModuleList(_EncoderLayer(hidden, heads, mlp_ratio) for _ in range(depth))
-        self.norm = nn.LayerNorm(hidden)
+        # ``linear``: the slide vector is the pooled tokens as an attention-MIL regressor reads
+        # them (measured: a better slide head than with the MLP, docs/benchmarks.md)
+        self.norm = nn.Identity() if linear and depth == 0 else nn.LayerNorm(hidden)
         self.pool = GatedAttentionPool(hidden, pool_heads) if pool_heads > 0 else None
         self.dropout = nn.Dropout(dropout)
-        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.mlp = (
+            nn.Identity()
+            if linear
+            else nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        )
 
     def forward(self, clusters: Tensor, sizes: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """Return (vec (B, H), tokens (B, K, H), bias (B, K))."""

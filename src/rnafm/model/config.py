@@ -31,6 +31,13 @@ class HeadModulation(str, Enum):
     SHARED = "shared"  # one modulation shared by all heads (fewer parameters)
 
 
+class ImageEmbedding(str, Enum):
+    """How the image encoder turns its pooled cluster tokens into the slide vector."""
+
+    MLP = "mlp"  # LayerNorm on the tokens, a two-layer MLP on the pooled vector (runs of 0.1)
+    LINEAR = "linear"  # the pooled vector as it is, as an attention-MIL regressor reads it
+
+
 class PathwayMask(str, Enum):
     """Where the pathway-graph attention mask (edge = shared genes) is applied."""
 
@@ -86,6 +93,13 @@ class ModelConfig(BaseModel):
         4,
         ge=0,
         description="Gated-attention pooling heads over the cluster tokens (0: plain mean pooling).",
+    )
+    image_embedding: ImageEmbedding = Field(
+        ImageEmbedding.MLP,
+        description="The slide vector (read by the slide head and the flow): 'linear' is the "
+        "gated-attention pool's output (the tokens' LayerNorm only after transformer layers), "
+        "'mlp' adds a two-layer MLP and always the LayerNorm (runs of 0.1). Training uses "
+        "'linear'.",
     )
     encoder_dropout: float = Field(
         0.0,

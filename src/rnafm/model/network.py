@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from rnafm.model.blocks import GraphBlock, TokenBlock
 from rnafm.model.condition import Condition, ImageEncoder, TimeEmbedding
-from rnafm.model.config import Implementation, ModelConfig, PathwayMask
+from rnafm.model.config import ImageEmbedding, Implementation, ModelConfig, PathwayMask
 from rnafm.model.gene_ops import GeneTokenEmbed, GeneTokenHeads, TokenLayout
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class RNAFM(nn.Module):
             size_weights=config.cluster_size_weights,
             pool_heads=config.pool_heads,
             dropout=config.encoder_dropout,
+            linear=config.image_embedding == ImageEmbedding.LINEAR,
         )
         self.slide_head = nn.Linear(hid, len(self.genes)) if config.slide_head else None
         self.null_vec = nn.Parameter(torch.randn(hid) * 0.02)

@@ -28,6 +28,8 @@ its source:
 - ``model.cluster_size_weights = false``, ``model.pool_heads = 0``, ``model.encoder_dropout = 0``,
   ``model.slide_head = false``: the paper pools the cluster tokens by a plain mean, with no
   cluster-size bias, and has no slide head.
+- ``model.image_depth = 1``, ``model.image_embedding = mlp``: transformer layers over the
+  cluster tokens and an MLP on the pooled vector, as the paper's encoder (and rnafm 0.1).
 - ``model.pathway_mask = graph_block``, ``model.graph_dropout = 0.1``: the paper applies the
   pathway-graph attention mask ONCE, in an unconditioned graph block (pre-norm attention with a
   residual scale starting at 0.1, an MLP, dropout 0.1) between the gene embedding and the DiT
@@ -90,6 +92,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.cluster_size_weights": False,
         "model.pool_heads": 0,
         "model.encoder_dropout": 0.0,
+        "model.image_depth": 1,
+        "model.image_embedding": "mlp",
         "model.slide_head": False,
         "model.pathway_mask": "graph_block",
         "model.graph_dropout": 0.1,
