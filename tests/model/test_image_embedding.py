@@ -38,9 +38,9 @@ def test_runs_written_before_the_option_keep_their_mlp(tokens):
     keys = build_model(tokens, feature_dim=6, n_clusters=5, config=cfg).state_dict()
     assert "image.mlp.0.weight" in keys and "image.norm.weight" in keys
     new = TrainConfig().model
-    assert new.image_embedding is ImageEmbedding.LINEAR and new.image_depth == 0
+    assert new.image_embedding is ImageEmbedding.LINEAR and new.image_depth == 1
     keys = build_model(tokens, feature_dim=6, n_clusters=5, config=new).state_dict()
-    assert not any(k.startswith(("image.mlp", "image.norm")) for k in keys)
+    assert not any(k.startswith("image.mlp") for k in keys) and "image.norm.weight" in keys
     # the published recipe keeps its transformer layer and MLP
     pub = preset_overrides("published")
     assert pub["model.image_depth"] == 1 and pub["model.image_embedding"] == "mlp"
