@@ -1,5 +1,5 @@
-"""The slide vector of the image encoder: the attention-MIL read-out (training's default) or
-the MLP of earlier runs, which must keep loading."""
+"""The slide vector of the image encoder: the attention-MIL read-out (``linear``, opt-in) or
+the MLP (the default, and every earlier run, which must keep loading)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ def test_runs_written_before_the_option_keep_their_mlp(tokens):
     assert cfg.image_embedding is ImageEmbedding.MLP
     keys = build_model(tokens, feature_dim=6, n_clusters=5, config=cfg).state_dict()
     assert "image.mlp.0.weight" in keys and "image.norm.weight" in keys
-    new = TrainConfig().model
+    assert TrainConfig().model.image_embedding is ImageEmbedding.MLP  # training's default
+    new = TrainConfig.model_validate({"model": {"image_embedding": "linear"}}).model
     assert new.image_embedding is ImageEmbedding.LINEAR and new.image_depth == 1
     keys = build_model(tokens, feature_dim=6, n_clusters=5, config=new).state_dict()
     assert not any(k.startswith("image.mlp") for k in keys) and "image.norm.weight" in keys

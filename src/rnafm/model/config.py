@@ -98,8 +98,7 @@ class ModelConfig(BaseModel):
         ImageEmbedding.MLP,
         description="The slide vector (read by the slide head and the flow): 'linear' is the "
         "gated-attention pool's output (the tokens' LayerNorm only after transformer layers), "
-        "'mlp' adds a two-layer MLP and always the LayerNorm (runs of 0.1). Training uses "
-        "'linear'.",
+        "'mlp' (the default) adds a two-layer MLP and always the LayerNorm.",
     )
     encoder_dropout: float = Field(
         0.0,

@@ -259,13 +259,9 @@ class TrainConfig(BaseModel):
     )
     tokens: TokenConfig = Field(default_factory=TokenConfig)
     model: ModelConfig = Field(
-        default_factory=lambda: ModelConfig(
-            depth=2, encoder_dropout=0.3, image_depth=1, image_embedding="linear"
-        ),
+        default_factory=lambda: ModelConfig(depth=2, encoder_dropout=0.3),
         description="Network size; depth 2 at hidden 128 trains within minutes on 2 CPU cores; "
-        "dropout 0.3 in the image encoder regularises the image-path regression; the slide "
-        "vector is the gated-attention pool's output as an attention-MIL regressor reads it "
-        "(one transformer layer over the cluster tokens, no MLP after the pool).",
+        "dropout 0.3 in the image encoder regularises the image-path regression.",
     )
     sampler: SamplerConfig = Field(
         default_factory=lambda: SamplerConfig(steps=10, guidance=1.0),
